@@ -1,0 +1,196 @@
+//! Configuration: built-in defaults < config file < `LEXORA_` environment
+//! (< command-line flags), validated into typed settings.
+//!
+//! Loading is three steps, each its own module: [`source`] merges the layers
+//! into one tree and remembers who set which key, [`raw`] deserializes that
+//! tree (rejecting unknown keys), and [`validate`] checks values and builds
+//! the typed [`Config`] the gateway runs on. Every error names the key and
+//! the file or variable it came from.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use url::Url;
+
+pub mod raw;
+pub mod secret;
+pub mod source;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+pub use raw::RawConfig;
+pub use secret::Secret;
+pub use source::{Layers, Origin};
+
+/// The file used when neither `--config` nor `$LEXORA_CONFIG` names one.
+pub const DEFAULT_CONFIG_PATH: &str = "config/lexora_config.yaml";
+
+/// A configuration that cannot be used, with the place to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{origin}: cannot read: {reason}")]
+    Read { origin: Origin, reason: String },
+    #[error("{origin}: {message}")]
+    Syntax { origin: Origin, message: String },
+    #[error("{origin}: key `{key}`: {message}")]
+    Invalid {
+        origin: Origin,
+        key: String,
+        message: String,
+    },
+}
+
+/// The validated settings the gateway runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub default_model: Option<String>,
+    /// Enabled backends, in the order written.
+    pub backends: Vec<BackendConfig>,
+    pub health: HealthConfig,
+    pub logging: LoggingConfig,
+    pub metrics: MetricsConfig,
+    /// The merged, defaulted configuration as written (secrets stay masked
+    /// when serialized); `config check` prints it.
+    pub raw: RawConfig,
+    /// The file this came from, if any (reload re-reads it).
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    pub max_body_size: usize,
+    pub shutdown_grace: Duration,
+}
+
+/// How Lexora talks to a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendKind {
+    /// Any server speaking OpenAI's `/v1` API (vLLM, llama-server, SGLang,
+    /// Ollama, DeepSeek, OpenRouter, ...).
+    OpenAiCompatible,
+    /// The built-in mock engine, served in-process.
+    Mock,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    pub name: String,
+    pub kind: BackendKind,
+    /// Base URL without the `/v1` suffix; `None` for in-process backends.
+    pub url: Option<Url>,
+    pub api_key: Option<Secret>,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Models the config says this backend serves; empty = ask the engine.
+    pub models: Vec<String>,
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub mock: MockConfig,
+}
+
+/// Behaviour of the built-in mock engine (see [`crate::mock`]).
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    pub models: Vec<String>,
+    pub latency: Duration,
+    pub tokens_per_second: f64,
+    pub chunks: u32,
+    pub embedding_dim: u32,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        Self {
+            models: vec!["mock".into()],
+            latency: Duration::ZERO,
+            tokens_per_second: 0.0,
+            chunks: 16,
+            embedding_dim: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    pub check_interval: Duration,
+    pub check_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Console,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoggingConfig {
+    /// A `tracing` filter directive (`info`, `debug`, ...).
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    pub port: Option<u16>,
+}
+
+/// Where the config file comes from, in priority order.
+pub fn resolve_path(flag: Option<&Path>) -> Option<PathBuf> {
+    if let Some(path) = flag {
+        return Some(path.to_path_buf());
+    }
+    if let Some(path) = std::env::var_os("LEXORA_CONFIG").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    let default = Path::new(DEFAULT_CONFIG_PATH);
+    default.exists().then(|| default.to_path_buf())
+}
+
+impl Config {
+    /// Loads `file` (if any) under the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut layers = Layers::from_file(file)?;
+        layers.apply_env(std::env::vars(), &defaults_tree())?;
+        Self::from_layers(layers)
+    }
+
+    /// Deserializes and validates merged layers.
+    pub fn from_layers(layers: Layers) -> Result<Self, ConfigError> {
+        let raw: RawConfig = serde_path_to_error::deserialize(&layers.tree).map_err(|e| {
+            let key = error_key(&e);
+            ConfigError::Invalid {
+                origin: layers.origin_of(&key),
+                key,
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        validate::validate(raw, &layers)
+    }
+}
+
+/// The default configuration as a tree, used to type environment values.
+pub fn defaults_tree() -> serde_json::Value {
+    serde_json::to_value(RawConfig::default()).unwrap_or_default()
+}
+
+/// The key an error is about. serde sometimes reports an unknown field at
+/// its parent; then the field's name is taken from the message and appended.
+fn error_key(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let parent = e.path().to_string();
+    let message = e.inner().to_string();
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next());
+    match (unknown, parent.as_str()) {
+        (Some(field), ".") => field.to_owned(),
+        (Some(field), _) if parent != field && !parent.ends_with(&format!(".{field}")) => {
+            format!("{parent}.{field}")
+        }
+        _ => parent,
+    }
+}

@@ -1,0 +1,284 @@
+//! The configuration as written: serde structs that mirror the YAML/Lua
+//! file and the `LEXORA_` environment, with every default filled in.
+//!
+//! Nothing here is validated beyond types; [`super::validate`] turns a
+//! [`RawConfig`] into the typed [`super::Config`]. Every struct denies unknown
+//! keys so a typo is an error, not a silently ignored setting.
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+use super::secret::Secret;
+
+/// The whole file. Section names follow seeds 000 and 001.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub server: RawServer,
+    /// Seed 000's single upstream; also the defaults for `backends`.
+    pub vllm: RawVllm,
+    /// The model used when a request names none.
+    pub default_model: Option<String>,
+    /// Seed 001's named backends. When empty, `vllm` is the only backend.
+    pub backends: IndexMap<String, RawBackend>,
+    pub health: RawHealth,
+    /// Seed 000's token bucket (requests per second).
+    pub rate_limit: RawRateLimit,
+    /// Seed 001's per-user requests/tokens per minute.
+    pub rate_limits: RawRateLimits,
+    pub queue: RawQueue,
+    pub retry: RawRetry,
+    pub logging: RawLogging,
+    pub metrics: RawMetrics,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub host: String,
+    pub port: u16,
+    /// Largest request body accepted, in bytes.
+    pub max_body_size: u64,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    pub shutdown_grace: f64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".into(),
+            port: 8001,
+            max_body_size: 32 * 1024 * 1024,
+            shutdown_grace: 30.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawVllm {
+    pub url: String,
+    /// Total seconds a request may take, streaming included.
+    pub timeout: f64,
+    pub connect_timeout: f64,
+}
+
+impl Default for RawVllm {
+    fn default() -> Self {
+        Self {
+            url: "http://localhost:8000".into(),
+            timeout: 120.0,
+            connect_timeout: 5.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBackend {
+    /// `None` means enabled: seed 001 lists `enabled: true` explicitly, but a
+    /// backend written without the key is meant to be used.
+    pub enabled: Option<bool>,
+    /// `openai-compatible` (vllm, llamacpp, sglang, ollama, ...) or `mock`;
+    /// inferred from the backend's name when absent.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub url: Option<String>,
+    pub api_key: Option<Secret>,
+    pub timeout: Option<f64>,
+    pub connect_timeout: Option<f64>,
+    /// Models served; empty means "whatever the engine reports".
+    pub models: Vec<RawModel>,
+    /// Extra headers sent with every upstream request.
+    pub headers: IndexMap<String, Secret>,
+    /// Settings of the in-process engine of a `type: mock` backend.
+    pub mock: Option<RawMock>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub name: String,
+    /// Where the engine loads the weights from (informational here).
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub gpu_memory_utilization: Option<f64>,
+}
+
+/// Behaviour of the built-in mock engine.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMock {
+    /// Milliseconds before the first byte of every answer.
+    pub latency_ms: u64,
+    /// Streaming pace; 0 sends every chunk at once.
+    pub tokens_per_second: f64,
+    /// Completion tokens (stream chunks) per answer.
+    pub chunks: u32,
+    pub embedding_dim: u32,
+}
+
+impl Default for RawMock {
+    fn default() -> Self {
+        Self {
+            latency_ms: 0,
+            tokens_per_second: 0.0,
+            chunks: 16,
+            embedding_dim: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHealth {
+    /// Seconds between probes of each backend.
+    pub check_interval: f64,
+    /// Seconds one probe may take.
+    pub check_timeout: f64,
+}
+
+impl Default for RawHealth {
+    fn default() -> Self {
+        Self {
+            check_interval: 10.0,
+            check_timeout: 2.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRateLimit {
+    pub enabled: bool,
+    /// Requests per second per user.
+    pub default_rate: f64,
+    pub default_burst: u32,
+}
+
+impl Default for RawRateLimit {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            default_rate: 10.0,
+            default_burst: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRateLimits {
+    pub default: RawUserLimits,
+    pub users: IndexMap<String, RawUserLimits>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUserLimits {
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawQueue {
+    pub max_size: u32,
+    /// Seconds a request may wait for a free slot.
+    pub default_timeout: f64,
+    /// Lower number = served first.
+    pub priorities: RawPriorities,
+}
+
+impl Default for RawQueue {
+    fn default() -> Self {
+        Self {
+            max_size: 100,
+            default_timeout: 60.0,
+            priorities: RawPriorities::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPriorities {
+    pub high: u32,
+    pub normal: u32,
+    pub low: u32,
+}
+
+impl Default for RawPriorities {
+    fn default() -> Self {
+        Self {
+            high: 1,
+            normal: 5,
+            low: 10,
+        }
+    }
+}
+
+/// Both spellings load: seed 000 (`max_retries`, `base_delay`, ...) and
+/// seed 001 (`max_attempts`, `delay_seconds`, `backoff_multiplier`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRetry {
+    pub max_retries: u32,
+    pub base_delay: f64,
+    pub max_delay: f64,
+    pub exponential_base: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backoff_multiplier: Option<f64>,
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        Self {
+            max_retries: 3,
+            base_delay: 1.0,
+            max_delay: 30.0,
+            exponential_base: 2.0,
+            max_attempts: None,
+            delay_seconds: None,
+            backoff_multiplier: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLogging {
+    pub level: String,
+    pub format: String,
+}
+
+impl Default for RawLogging {
+    fn default() -> Self {
+        Self {
+            level: "INFO".into(),
+            format: "console".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    pub enabled: bool,
+    /// A second listener serving only `/metrics` (seed 001's `port: 9090`).
+    pub port: Option<u16>,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            port: None,
+        }
+    }
+}

@@ -1,0 +1,289 @@
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/examples")
+}
+
+fn load_with(file: Option<&Path>, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let mut layers = Layers::from_file(file)?;
+    let vars = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+    layers.apply_env(vars, &defaults_tree())?;
+    Config::from_layers(layers)
+}
+
+fn write_yaml(text: &str) -> (tempdir::Dir, PathBuf) {
+    let dir = tempdir::Dir::new();
+    let path = dir.path().join("lexora.yaml");
+    std::fs::write(&path, text).expect("write temp config");
+    (dir, path)
+}
+
+/// A throwaway directory removed on drop (keeps tests free of a tempfile dep).
+mod tempdir {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    pub struct Dir(PathBuf);
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+
+    impl Dir {
+        pub fn new() -> Self {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let path = std::env::temp_dir().join(format!("lexora-config-test-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&path).expect("create temp dir");
+            Self(path)
+        }
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn error_text(result: Result<Config, ConfigError>) -> String {
+    match result {
+        Ok(config) => panic!("expected an error, got {config:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn defaults_match_seed_000() {
+    let config = load_with(None, &[]).expect("defaults load");
+    assert_eq!(config.server.host, "0.0.0.0");
+    assert_eq!(config.server.port, 8001);
+    assert_eq!(config.backends.len(), 1);
+    let vllm = &config.backends[0];
+    assert_eq!(vllm.name, "vllm");
+    assert_eq!(vllm.url.as_ref().map(Url::as_str), Some("http://localhost:8000/"));
+    assert_eq!(vllm.timeout, Duration::from_secs(120));
+    assert_eq!(vllm.connect_timeout, Duration::from_secs(5));
+    assert_eq!(config.logging.level, "info");
+    assert_eq!(config.logging.format, LogFormat::Console);
+    assert!(config.raw.rate_limit.enabled);
+    assert_eq!(config.raw.rate_limit.default_rate, 10.0);
+    assert_eq!(config.raw.rate_limit.default_burst, 20);
+    assert_eq!(config.raw.retry.max_retries, 3);
+    assert_eq!(config.raw.retry.base_delay, 1.0);
+}
+
+#[test]
+fn seed_000_example_loads_and_means_what_it_says() {
+    let config = load_with(Some(&examples().join("seed000.yaml")), &[]).expect("seed 000 loads");
+    assert_eq!(config.backends.len(), 1);
+    assert_eq!(config.backends[0].timeout, Duration::from_secs(120));
+    assert_eq!(config.raw.retry.max_delay, 30.0);
+    assert_eq!(config.raw.retry.exponential_base, 2.0);
+    assert_eq!(config.logging.format, LogFormat::Console);
+}
+
+#[test]
+fn seed_001_example_loads_and_means_what_it_says() {
+    let config = load_with(Some(&examples().join("seed001.yaml")), &[]).expect("seed 001 loads");
+    assert_eq!(config.default_model.as_deref(), Some("qwen3-32b"));
+    // ollama is `enabled: false`, so only vllm remains.
+    let names: Vec<_> = config.backends.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["vllm"]);
+    assert_eq!(config.backends[0].models, ["qwen3-32b"]);
+    assert_eq!(config.backends[0].timeout, Duration::from_secs(120));
+    assert_eq!(config.raw.queue.max_size, 100);
+    assert_eq!(config.raw.queue.priorities.low, 10);
+    let takahito = &config.raw.rate_limits.users["takahito"];
+    assert_eq!(takahito.requests_per_minute, Some(60));
+    assert_eq!(takahito.tokens_per_minute, Some(100_000));
+    assert_eq!(config.raw.retry.max_attempts, Some(3));
+    assert_eq!(config.raw.retry.backoff_multiplier, Some(2.0));
+    assert_eq!(config.logging.format, LogFormat::Json);
+    assert_eq!(config.metrics.port, Some(9090));
+}
+
+#[test]
+fn every_seed_000_variable_works() {
+    let env = [
+        ("LEXORA_VLLM__URL", "http://engine:9000"),
+        ("LEXORA_VLLM__TIMEOUT", "30.5"),
+        ("LEXORA_VLLM__CONNECT_TIMEOUT", "2"),
+        ("LEXORA_SERVER__HOST", "127.0.0.1"),
+        ("LEXORA_SERVER__PORT", "9001"),
+        ("LEXORA_RATE_LIMIT__ENABLED", "false"),
+        ("LEXORA_RATE_LIMIT__DEFAULT_RATE", "2.5"),
+        ("LEXORA_RATE_LIMIT__DEFAULT_BURST", "7"),
+        ("LEXORA_RETRY__MAX_RETRIES", "5"),
+        ("LEXORA_RETRY__BASE_DELAY", "0.25"),
+        ("LEXORA_LOGGING__LEVEL", "DEBUG"),
+        ("LEXORA_LOGGING__FORMAT", "json"),
+    ];
+    let config = load_with(None, &env).expect("env loads");
+    let vllm = &config.backends[0];
+    assert_eq!(vllm.url.as_ref().map(Url::as_str), Some("http://engine:9000/"));
+    assert_eq!(vllm.timeout, Duration::from_secs_f64(30.5));
+    assert_eq!(vllm.connect_timeout, Duration::from_secs(2));
+    assert_eq!(config.server.host, "127.0.0.1");
+    assert_eq!(config.server.port, 9001);
+    assert!(!config.raw.rate_limit.enabled);
+    assert_eq!(config.raw.rate_limit.default_rate, 2.5);
+    assert_eq!(config.raw.rate_limit.default_burst, 7);
+    assert_eq!(config.raw.retry.max_retries, 5);
+    assert_eq!(config.raw.retry.base_delay, 0.25);
+    assert_eq!(config.logging.level, "debug");
+    assert_eq!(config.logging.format, LogFormat::Json);
+}
+
+#[test]
+fn precedence_is_default_then_file_then_env() {
+    let (_dir, path) = write_yaml("server:\n  port: 7000\nvllm:\n  timeout: 60\n");
+    let file_only = load_with(Some(&path), &[]).expect("file loads");
+    assert_eq!(file_only.server.port, 7000, "file beats default");
+    assert_eq!(file_only.server.host, "0.0.0.0", "default fills the rest");
+    let both = load_with(Some(&path), &[("LEXORA_SERVER__PORT", "7001")]).expect("env loads");
+    assert_eq!(both.server.port, 7001, "env beats file");
+    assert_eq!(both.backends[0].timeout, Duration::from_secs(60));
+}
+
+#[test]
+fn vllm_url_variable_reaches_a_seed_001_backend() {
+    let config = load_with(
+        Some(&examples().join("seed001.yaml")),
+        &[("LEXORA_VLLM__URL", "http://gpu-box:8000")],
+    )
+    .expect("loads");
+    assert_eq!(
+        config.backends[0].url.as_ref().map(Url::as_str),
+        Some("http://gpu-box:8000/")
+    );
+}
+
+#[test]
+fn unrelated_lexora_variables_are_ignored() {
+    let config = load_with(None, &[("LEXORA_CONFIG", "x.yaml"), ("LEXORA_CACHE_DIR", "/tmp")]);
+    assert!(config.is_ok());
+}
+
+#[test]
+fn unknown_key_names_key_and_file() {
+    let (_dir, path) = write_yaml("server:\n  prot: 8001\n");
+    let text = error_text(load_with(Some(&path), &[]));
+    assert!(text.contains("key `server.prot`"), "{text}");
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(text.contains("unknown field"), "{text}");
+}
+
+#[test]
+fn unknown_section_names_key() {
+    let (_dir, path) = write_yaml("servr:\n  port: 8001\n");
+    let text = error_text(load_with(Some(&path), &[]));
+    assert!(text.contains("key `servr`"), "{text}");
+}
+
+#[test]
+fn unknown_env_key_names_variable() {
+    let text = error_text(load_with(None, &[("LEXORA_SERVER__PROT", "1")]));
+    assert!(text.contains("LEXORA_SERVER__PROT"), "{text}");
+    assert!(text.contains("key `server.prot`"), "{text}");
+}
+
+#[test]
+fn out_of_range_port_is_rejected() {
+    let (_dir, path) = write_yaml("server:\n  port: 70000\n");
+    let text = error_text(load_with(Some(&path), &[]));
+    assert!(text.contains("server.port"), "{text}");
+    assert!(text.contains("70000"), "{text}");
+}
+
+#[test]
+fn wrong_type_from_env_names_variable() {
+    let text = error_text(load_with(None, &[("LEXORA_SERVER__PORT", "eighty")]));
+    assert!(text.contains("LEXORA_SERVER__PORT"), "{text}");
+    assert!(text.contains("server.port"), "{text}");
+}
+
+#[test]
+fn negative_timeout_is_rejected() {
+    let (_dir, path) = write_yaml("vllm:\n  timeout: -5\n");
+    let text = error_text(load_with(Some(&path), &[]));
+    assert!(text.contains("vllm.timeout"), "{text}");
+    assert!(text.contains("positive"), "{text}");
+}
+
+#[test]
+fn url_without_scheme_is_rejected() {
+    let (_dir, path) = write_yaml("vllm:\n  url: localhost:8000\n");
+    let text = error_text(load_with(Some(&path), &[]));
+    assert!(text.contains("vllm.url"), "{text}");
+    assert!(text.contains("not an http(s) URL"), "{text}");
+    let (_dir, path) = write_yaml("backends:\n  a:\n    url: engine.local\n");
+    let text = error_text(load_with(Some(&path), &[]));
+    assert!(text.contains("backends.a.url"), "{text}");
+}
+
+#[test]
+fn v1_suffix_is_stripped_from_urls() {
+    let (_dir, path) = write_yaml("vllm:\n  url: http://h:8000/v1/\n");
+    let config = load_with(Some(&path), &[]).expect("loads");
+    assert_eq!(config.backends[0].url.as_ref().map(Url::as_str), Some("http://h:8000/"));
+}
+
+#[test]
+fn bad_values_name_their_keys() {
+    for (yaml, key) in [
+        ("logging:\n  level: loud\n", "logging.level"),
+        ("logging:\n  format: xml\n", "logging.format"),
+        ("backends:\n  a:\n    type: carrier-pigeon\n    url: http://x\n", "backends.a.type"),
+        ("backends:\n  a:\n    enabled: false\n    url: http://x\n", "backends"),
+        ("retry:\n  max_attempts: 0\n", "retry.max_attempts"),
+        ("server:\n  max_body_size: 0\n", "server.max_body_size"),
+        ("backends:\n  a:\n    url: http://x\n    models:\n      - name: ''\n", "backends.a.models[0].name"),
+        ("backends:\n  a:\n    models: 3\n", "backends.a.models"),
+    ] {
+        let (_dir, path) = write_yaml(yaml);
+        let text = error_text(load_with(Some(&path), &[]));
+        assert!(text.contains(&format!("key `{key}`")), "{yaml:?} gave {text}");
+        assert!(text.contains(&path.display().to_string()), "{text}");
+    }
+}
+
+#[test]
+fn yaml_syntax_error_names_file_and_line() {
+    let (_dir, path) = write_yaml("server:\n  port: [8001\n");
+    let text = error_text(load_with(Some(&path), &[]));
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(text.contains("line"), "{text}");
+}
+
+#[test]
+fn missing_file_is_an_error() {
+    let text = error_text(load_with(Some(Path::new("/nonexistent/lexora.yaml")), &[]));
+    assert!(text.contains("/nonexistent/lexora.yaml"), "{text}");
+}
+
+#[test]
+fn secrets_are_masked_when_printed() {
+    let (_dir, path) = write_yaml(
+        "backends:\n  hosted:\n    url: https://api.example.com\n    api_key: sk-very-secret\n    headers:\n      x-org: org-secret\n",
+    );
+    let config = load_with(Some(&path), &[]).expect("loads");
+    let printed = serde_yaml_ng::to_string(&config.raw).expect("serializes");
+    assert!(!printed.contains("sk-very-secret"), "{printed}");
+    assert!(!printed.contains("org-secret"), "{printed}");
+    assert!(printed.contains("***"));
+    assert!(!format!("{config:?}").contains("sk-very-secret"));
+    assert_eq!(
+        config.backends[0].api_key.as_ref().map(Secret::expose),
+        Some("sk-very-secret")
+    );
+}
+
+#[test]
+fn mock_backend_needs_no_url() {
+    let (_dir, path) = write_yaml("backends:\n  demo:\n    type: mock\n    models:\n      - name: demo-model\n");
+    let config = load_with(Some(&path), &[]).expect("loads");
+    assert_eq!(config.backends[0].kind, BackendKind::Mock);
+    assert_eq!(config.backends[0].mock.models, ["demo-model"]);
+}

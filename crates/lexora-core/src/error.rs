@@ -1,0 +1,232 @@
+//! The one error type of the request path and its mapping to HTTP.
+//!
+//! Every failure a client can see is a [`GatewayError`]. Its variants say
+//! where the fault came from (the client, the upstream engine, or Lexora
+//! itself) so later policies (retries, breakers) can ask whether another
+//! attempt is safe. [`GatewayError::status`] and [`GatewayError::body`] are
+//! the single place that decides what the client receives: an OpenAI-shaped
+//! `{"error": {"message", "type", "param", "code"}}` document.
+
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{header, HeaderValue, StatusCode};
+use serde::Serialize;
+
+#[cfg(test)]
+mod tests;
+
+/// Where a fault originated; decides blame in logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// The client sent something we cannot serve.
+    Downstream,
+    /// The engine or provider failed or refused.
+    Upstream,
+    /// Lexora itself.
+    Internal,
+}
+
+/// Every error a request can end with.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The body is not valid JSON, or not a JSON object.
+    #[error("{message}")]
+    InvalidJson { message: String },
+    /// A field has the wrong type or value.
+    #[error("{message}")]
+    InvalidRequest {
+        message: String,
+        param: Option<&'static str>,
+    },
+    /// The body is larger than `server.max_body_size`.
+    #[error("request body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// No backend serves the requested model.
+    #[error("the model `{model}` does not exist or is not served by this gateway")]
+    ModelNotFound { model: String },
+    /// A path the gateway does not serve.
+    #[error("unknown endpoint {path}")]
+    UnknownEndpoint { path: String },
+    /// Could not open a connection to the backend.
+    #[error("could not connect to backend `{backend}`: {reason}")]
+    UpstreamConnect { backend: String, reason: String },
+    /// The backend closed or reset the connection before answering in full.
+    #[error("backend `{backend}` closed the connection: {reason}")]
+    UpstreamReset { backend: String, reason: String },
+    /// The backend did not answer within the request's deadline.
+    #[error("backend `{backend}` did not answer within {}s", .after.as_secs_f64())]
+    UpstreamTimeout { backend: String, after: Duration },
+    /// The backend answered with an error status; its body is already
+    /// OpenAI-shaped (see [`crate::respond::normalize_error_body`]).
+    #[error("backend answered {status}")]
+    UpstreamStatus {
+        status: StatusCode,
+        body: Bytes,
+        retry_after: Option<HeaderValue>,
+    },
+    /// No backend is able to take the request right now.
+    #[error("{message}")]
+    Unavailable { message: String },
+    /// A bug or resource failure inside Lexora.
+    #[error("internal error: {message}")]
+    Internal { message: String },
+}
+
+/// The JSON document every error response carries.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
+}
+
+/// The inner `error` object, as OpenAI clients parse it.
+#[derive(Debug, Serialize)]
+pub struct ErrorDetail<'a> {
+    pub message: &'a str,
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub param: Option<&'a str>,
+    pub code: Option<&'a str>,
+}
+
+impl GatewayError {
+    /// Where the fault came from.
+    pub fn source(&self) -> ErrorSource {
+        match self {
+            Self::InvalidJson { .. }
+            | Self::InvalidRequest { .. }
+            | Self::PayloadTooLarge { .. }
+            | Self::ModelNotFound { .. }
+            | Self::UnknownEndpoint { .. } => ErrorSource::Downstream,
+            Self::UpstreamConnect { .. }
+            | Self::UpstreamReset { .. }
+            | Self::UpstreamTimeout { .. }
+            | Self::UpstreamStatus { .. }
+            | Self::Unavailable { .. } => ErrorSource::Upstream,
+            Self::Internal { .. } => ErrorSource::Internal,
+        }
+    }
+
+    /// Whether sending the same request again (to this or another backend)
+    /// may succeed. Only meaningful before any byte reached the client.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::UpstreamConnect { .. } | Self::UpstreamReset { .. } | Self::Unavailable { .. } => {
+                true
+            }
+            Self::UpstreamStatus { status, .. } => matches!(
+                status.as_u16(),
+                429 | 502 | 503 | 504
+            ),
+            _ => false,
+        }
+    }
+
+    /// The HTTP status the client receives.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidJson { .. } | Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::ModelNotFound { .. } | Self::UnknownEndpoint { .. } => StatusCode::NOT_FOUND,
+            Self::UpstreamConnect { .. } | Self::UpstreamReset { .. } => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::UpstreamStatus { status, .. } => *status,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The OpenAI `type` and `code` fields for this error.
+    fn kind_and_code(&self) -> (&'static str, Option<&'static str>) {
+        match self {
+            Self::InvalidJson { .. } => ("invalid_request_error", Some("invalid_json")),
+            Self::InvalidRequest { .. } => ("invalid_request_error", None),
+            Self::PayloadTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
+            Self::ModelNotFound { .. } => ("invalid_request_error", Some("model_not_found")),
+            Self::UnknownEndpoint { .. } => ("invalid_request_error", Some("unknown_url")),
+            Self::UpstreamConnect { .. } => ("upstream_error", Some("upstream_unreachable")),
+            Self::UpstreamReset { .. } => ("upstream_error", Some("upstream_reset")),
+            Self::UpstreamTimeout { .. } => ("timeout_error", Some("upstream_timeout")),
+            Self::UpstreamStatus { .. } => ("upstream_error", None),
+            Self::Unavailable { .. } => ("service_unavailable", Some("no_backend_available")),
+            Self::Internal { .. } => ("internal_error", None),
+        }
+    }
+
+    fn param(&self) -> Option<&'static str> {
+        match self {
+            Self::InvalidRequest { param, .. } => *param,
+            Self::ModelNotFound { .. } => Some("model"),
+            _ => None,
+        }
+    }
+
+    /// The serialized OpenAI-shaped body.
+    pub fn body(&self) -> Bytes {
+        if let Self::UpstreamStatus { body, .. } = self {
+            return body.clone();
+        }
+        let message = self.to_string();
+        let (kind, code) = self.kind_and_code();
+        error_json(&message, kind, self.param(), code)
+    }
+
+    /// A short label for metrics (`lexora_errors_total{kind=...}`).
+    pub fn metric_kind(&self) -> &'static str {
+        match self {
+            Self::InvalidJson { .. } => "invalid_json",
+            Self::InvalidRequest { .. } => "invalid_request",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::ModelNotFound { .. } => "model_not_found",
+            Self::UnknownEndpoint { .. } => "unknown_endpoint",
+            Self::UpstreamConnect { .. } => "upstream_connect",
+            Self::UpstreamReset { .. } => "upstream_reset",
+            Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::UpstreamStatus { .. } => "upstream_status",
+            Self::Unavailable { .. } => "unavailable",
+            Self::Internal { .. } => "internal",
+        }
+    }
+}
+
+/// Serializes one OpenAI-shaped error document.
+pub fn error_json(message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Bytes {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            message,
+            kind,
+            param,
+            code,
+        },
+    };
+    // Serializing a struct of strings cannot fail; fall back to a fixed body
+    // rather than panic if it ever did.
+    serde_json::to_vec(&body)
+        .map(Bytes::from)
+        .unwrap_or_else(|_| Bytes::from_static(br#"{"error":{"message":"internal error","type":"internal_error","param":null,"code":null}}"#))
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), self.body()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Self::UpstreamStatus {
+            retry_after: Some(value),
+            ..
+        } = &self
+        {
+            headers.insert(header::RETRY_AFTER, value.clone());
+        }
+        response.extensions_mut().insert(ErrorKind(self.metric_kind()));
+        response
+    }
+}
+
+/// Marks a response as an error, for the access log and metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorKind(pub &'static str);

@@ -1,0 +1,13 @@
+//! Lexora: an LLM gateway in front of inference engines and hosted providers.
+//!
+//! The modules follow the request path of `DESIGN.md`:
+//! [`ingress`] (axum server, graceful shutdown) → [`identify`] (request id,
+//! user) → [`parse`] (raw body, extension fields) → [`route`] (model to
+//! backend) → [`upstream`] (send to the engine) → [`respond`] (pass answers
+//! and SSE streams through, settle usage) → [`record`] (stats, metrics,
+//! access log). [`config`] loads the settings, [`error`] is the one error
+//! type, [`mock`] is the built-in test engine, [`status`] serves health,
+//! stats and metrics.
+
+pub mod config;
+pub mod error;
