@@ -173,6 +173,11 @@ impl Config {
     }
 }
 
+/// The configuration as YAML, secrets masked (for `config check`).
+pub fn to_yaml(raw: &RawConfig) -> Result<String, serde_yaml_ng::Error> {
+    serde_yaml_ng::to_string(raw)
+}
+
 /// The default configuration as a tree, used to type environment values.
 pub fn defaults_tree() -> serde_json::Value {
     serde_json::to_value(RawConfig::default()).unwrap_or_default()

@@ -11,3 +11,14 @@
 
 pub mod config;
 pub mod error;
+pub mod gateway;
+pub mod identify;
+pub mod ingress;
+pub mod mock;
+pub mod parse;
+pub mod record;
+pub mod respond;
+pub mod route;
+pub mod status;
+pub mod telemetry;
+pub mod upstream;

@@ -1,1 +1,247 @@
-fn main() {}
+//! `lexora`: the LLM gateway binary. A thin shell over `lexora-core`:
+//! parse the command line, load the config, run the chosen command.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use clap::{Args, Parser, Subcommand};
+use lexora_core::config::{self, Config, Layers, MockConfig};
+use lexora_core::gateway::Gateway;
+use lexora_core::mock::MockEngine;
+use lexora_core::{ingress, status, telemetry};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "lexora",
+    version = status::VERSION,
+    about = "Lexora: an LLM gateway in front of vLLM, llama.cpp, SGLang, Ollama and hosted providers",
+    long_about = "Lexora speaks the OpenAI API to clients and forwards to inference engines, adding \
+                  health, statistics and metrics (and, as they land, queueing, rate limits, retries and \
+                  routing).\n\nConfiguration: built-in defaults < config file (--config, $LEXORA_CONFIG, or \
+                  config/lexora_config.yaml) < LEXORA_* environment variables (`__` nests, e.g. \
+                  LEXORA_VLLM__URL) < command-line flags."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    #[command(alias = "server")]
+    Serve(ServeArgs),
+    /// Run the built-in OpenAI-compatible mock engine (for demos, tests, benchmarks).
+    Mock(MockArgs),
+    /// Inspect configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate FILE (with the LEXORA_* environment applied) and print the
+    /// effective configuration, secrets masked. Exits 1 on error.
+    Check {
+        /// The YAML config file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Config file (else $LEXORA_CONFIG, else config/lexora_config.yaml if present).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Listen address; overrides server.host.
+    #[arg(long)]
+    host: Option<String>,
+    /// Listen port (0 picks a free one); overrides server.port.
+    #[arg(long)]
+    port: Option<u16>,
+}
+
+#[derive(Args)]
+struct MockArgs {
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    /// Model names served (repeatable).
+    #[arg(long = "model", default_value = "mock")]
+    models: Vec<String>,
+    /// Milliseconds before every answer's first byte.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Streaming pace; 0 sends all chunks at once.
+    #[arg(long, default_value_t = 0.0)]
+    tokens_per_second: f64,
+    /// Completion tokens per answer.
+    #[arg(long, default_value_t = 16)]
+    chunks: u32,
+    /// Embedding vector length.
+    #[arg(long, default_value_t = 8)]
+    embedding_dim: u32,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => config_check(&file),
+        Command::Serve(args) => runtime().and_then(|rt| rt.block_on(serve(args))),
+        Command::Mock(args) => runtime().and_then(|rt| rt.block_on(mock(args))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("lexora: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn config_check(file: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(Some(file)).map_err(|e| anyhow!("{e}"))?;
+    let text = config::to_yaml(&config.raw).context("printing the configuration")?;
+    println!("# {} is valid. Effective configuration (secrets masked):", file.display());
+    print!("{text}");
+    Ok(())
+}
+
+fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let file = config::resolve_path(args.config.as_deref());
+    let mut layers = Layers::from_file(file.as_deref()).map_err(|e| anyhow!("{e}"))?;
+    layers
+        .apply_env(std::env::vars(), &config::defaults_tree())
+        .map_err(|e| anyhow!("{e}"))?;
+    if let Some(host) = &args.host {
+        layers.set_flag(&["server", "host"], host.clone().into(), "--host");
+    }
+    if let Some(port) = args.port {
+        layers.set_flag(&["server", "port"], port.into(), "--port");
+    }
+    Config::from_layers(layers).map_err(|e| anyhow!("{e}"))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    let _log_guard = telemetry::init_logging(&config.logging);
+    let metrics = if config.metrics.enabled {
+        Some(telemetry::init_metrics().map_err(|e| anyhow!("installing the metrics recorder: {e}"))?)
+    } else {
+        None
+    };
+
+    let address = (config.server.host.as_str(), config.server.port);
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("listening on {}:{} (server.host, server.port)", address.0, address.1))?;
+    let metrics_listener = match config.metrics.port.filter(|_| config.metrics.enabled) {
+        Some(port) => Some(
+            TcpListener::bind((config.server.host.as_str(), port))
+                .await
+                .with_context(|| format!("listening for metrics on port {port} (metrics.port)"))?,
+        ),
+        None => None,
+    };
+    let local = listener.local_addr().context("reading the listen address")?;
+
+    match &config.file {
+        Some(file) => tracing::info!(file = %file.display(), "configuration loaded"),
+        None => tracing::info!("no config file; using defaults and LEXORA_* variables"),
+    }
+    for backend in &config.backends {
+        let target = backend.url.as_ref().map_or_else(|| "in-process".to_owned(), |u| u.to_string());
+        tracing::info!(backend = %backend.name, target = %target, models = ?backend.models, "backend configured");
+    }
+    let gateway = Gateway::new(config, metrics).map_err(|e| anyhow!("{e}"))?;
+
+    announce("lexora listening on", local);
+    tracing::info!(address = %local, version = status::VERSION, "lexora listening");
+    let shutdown = CancellationToken::new();
+    let signals = shutdown_on_signal(shutdown.clone());
+    let result = ingress::serve(gateway, listener, metrics_listener, shutdown).await;
+    signals.abort();
+    tracing::info!("lexora stopped");
+    result.context("serving")
+}
+
+async fn mock(args: MockArgs) -> anyhow::Result<()> {
+    let engine = MockEngine::new(MockConfig {
+        models: args.models,
+        latency: Duration::from_millis(args.latency_ms),
+        tokens_per_second: args.tokens_per_second,
+        chunks: args.chunks,
+        embedding_dim: args.embedding_dim.max(1),
+    });
+    let listener = TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .with_context(|| format!("listening on {}:{}", args.host, args.port))?;
+    let local = listener.local_addr().context("reading the listen address")?;
+    announce("lexora mock engine listening on", local);
+    let shutdown = CancellationToken::new();
+    let signals = shutdown_on_signal(shutdown.clone());
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let served = axum::serve(listener, engine.router())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
+    signals.abort();
+    served.context("serving")
+}
+
+/// The one line on stdout: scripts and tests read the bound address here
+/// (useful with `--port 0`).
+fn announce(what: &str, address: SocketAddr) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{what} http://{address}");
+    let _ = out.flush();
+}
+
+/// Cancels `token` on SIGTERM or SIGINT.
+fn shutdown_on_signal(token: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received");
+        token.cancel();
+    })
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,81 @@
+//! Identify: who is asking, and under which request id.
+//!
+//! API keys arrive with the policies; until then a user is named by the
+//! `x_user_id` extension (or `x-lexora-user` header), else OpenAI's `user`
+//! field, else `anonymous`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use http::{HeaderMap, HeaderValue};
+
+use crate::parse::ParsedRequest;
+
+/// The header that carries the request id both ways.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The user name of requests that name none.
+pub const ANONYMOUS: &str = "anonymous";
+
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// The client's `x-request-id` when it is sane, else a fresh one.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get(REQUEST_ID)
+        .filter(|v| {
+            let bytes = v.as_bytes();
+            !bytes.is_empty()
+                && bytes.len() <= MAX_REQUEST_ID_LEN
+                && bytes.iter().all(|b| b.is_ascii_graphic())
+        })
+        .cloned()
+        .unwrap_or_else(new_request_id)
+}
+
+/// A process-unique id: a random prefix chosen at start and a counter, so
+/// generating one costs an atomic increment, not a random draw.
+fn new_request_id() -> HeaderValue {
+    static PREFIX: OnceLock<u32> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(rand::random);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let text = format!("lx-{prefix:08x}-{n:010x}");
+    // Hex digits and dashes are always a valid header value.
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("lx-unknown"))
+}
+
+/// The user a request is accounted to.
+pub fn user(request: &ParsedRequest) -> &str {
+    request
+        .extensions
+        .user_id
+        .as_deref()
+        .or(request.user.as_deref().filter(|u| !u.is_empty()))
+        .unwrap_or(ANONYMOUS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_request_ids_are_kept_when_sane() {
+        let mut headers = HeaderMap::new();
+        headers.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&headers), "abc-123");
+        headers.insert(REQUEST_ID, HeaderValue::from_static("has space"));
+        assert_ne!(request_id(&headers), "has space");
+        let long = "x".repeat(MAX_REQUEST_ID_LEN + 1);
+        headers.insert(REQUEST_ID, HeaderValue::from_str(&long).expect("header"));
+        assert_ne!(request_id(&headers), long.as_str());
+    }
+
+    #[test]
+    fn generated_ids_are_unique() {
+        let a = request_id(&HeaderMap::new());
+        let b = request_id(&HeaderMap::new());
+        assert_ne!(a, b);
+        assert!(a.to_str().expect("ascii").starts_with("lx-"));
+    }
+}

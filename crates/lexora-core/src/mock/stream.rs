@@ -1,0 +1,166 @@
+//! The mock engine's SSE streams: a role chunk, one chunk per token at the
+//! configured pace, a finish chunk, the usage chunk when asked, `[DONE]`.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::reply;
+
+/// Counts shared by all streams of one engine.
+#[derive(Clone, Default)]
+pub(super) struct StreamCounters {
+    pub active: Arc<AtomicI64>,
+    pub completed: Arc<AtomicU64>,
+    pub cancelled: Arc<AtomicU64>,
+}
+
+/// What one answer will contain.
+pub(super) struct Plan {
+    pub id: String,
+    pub model: String,
+    pub created: u64,
+    pub chat: bool,
+    pub prompt: u32,
+    pub chunks: u32,
+    pub finish: &'static str,
+    pub include_usage: bool,
+    pub pace: Duration,
+    pub reset_after: Option<u32>,
+}
+
+/// Counts a stream as cancelled unless it ran to the end.
+struct Guard {
+    counters: StreamCounters,
+    finished: bool,
+}
+
+impl Guard {
+    fn complete(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.counters.active.fetch_sub(1, Ordering::Relaxed);
+        let counter = if self.finished {
+            &self.counters.completed
+        } else {
+            &self.counters.cancelled
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+enum Step {
+    Role,
+    Token(u32),
+    Finish,
+    Usage,
+    Done,
+    End,
+}
+
+impl Plan {
+    fn chunk(&self, choice: Value) -> Value {
+        json!({
+            "id": self.id,
+            "object": if self.chat { "chat.completion.chunk" } else { "text_completion" },
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+        })
+    }
+
+    fn event(&self, step: &Step) -> Option<Bytes> {
+        let value = match step {
+            Step::Role => self.chunk(json!({
+                "index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null
+            })),
+            Step::Token(i) if self.chat => self.chunk(json!({
+                "index": 0, "delta": {"content": reply::token(*i)}, "logprobs": null, "finish_reason": null
+            })),
+            Step::Token(i) => self.chunk(json!({
+                "index": 0, "text": reply::token(*i), "logprobs": null, "finish_reason": null
+            })),
+            Step::Finish if self.chat => self.chunk(json!({
+                "index": 0, "delta": {}, "logprobs": null, "finish_reason": self.finish
+            })),
+            Step::Finish => self.chunk(json!({
+                "index": 0, "text": "", "logprobs": null, "finish_reason": self.finish
+            })),
+            Step::Usage => json!({
+                "id": self.id,
+                "object": if self.chat { "chat.completion.chunk" } else { "text_completion" },
+                "created": self.created,
+                "model": self.model,
+                "choices": [],
+                "usage": reply::usage(self.prompt, self.chunks),
+            }),
+            Step::Done => return Some(Bytes::from_static(b"data: [DONE]\n\n")),
+            Step::End => return None,
+        };
+        Some(Bytes::from(format!("data: {value}\n\n")))
+    }
+
+    fn next(&self, step: &Step) -> Step {
+        match step {
+            Step::Role if self.chat && self.chunks > 0 => Step::Token(0),
+            Step::Role if self.chat => Step::Finish,
+            Step::Role => Step::End,
+            Step::Token(i) if i + 1 < self.chunks => Step::Token(i + 1),
+            Step::Token(_) => Step::Finish,
+            Step::Finish if self.include_usage => Step::Usage,
+            Step::Finish | Step::Usage => Step::Done,
+            Step::Done | Step::End => Step::End,
+        }
+    }
+}
+
+/// Streams the plan as `text/event-stream`.
+pub(super) fn respond(plan: Plan, counters: StreamCounters) -> Response {
+    counters.active.fetch_add(1, Ordering::Relaxed);
+    let guard = Guard {
+        counters,
+        finished: false,
+    };
+    // Completions have no role chunk: start at the first token.
+    let first = if plan.chat {
+        Step::Role
+    } else if plan.chunks > 0 {
+        Step::Token(0)
+    } else {
+        Step::Finish
+    };
+    let state = (plan, first, 0u32, guard);
+    let events = futures_util::stream::unfold(state, |(plan, step, sent, guard)| async move {
+        if let Step::Token(i) = step {
+            if i > 0 && !plan.pace.is_zero() {
+                tokio::time::sleep(plan.pace).await;
+            }
+        }
+        if plan.reset_after.is_some_and(|limit| sent >= limit) {
+            // An error item makes hyper abort the connection mid-body: the
+            // client sees a reset, as from a crashed engine.
+            let error = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "mock reset");
+            return Some((Err(error), (plan, Step::End, sent, guard)));
+        }
+        let Some(bytes) = plan.event(&step) else {
+            guard.complete();
+            return None;
+        };
+        let next = plan.next(&step);
+        Some((Ok(bytes), (plan, next, sent + 1, guard)))
+    });
+    let mut response = Body::from_stream(events).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}

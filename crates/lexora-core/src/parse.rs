@@ -1,0 +1,332 @@
+//! Parse: read only the fields a policy needs, keep the raw body.
+//!
+//! The body the client sent is forwarded byte for byte unless something must
+//! change: a Lexora extension field (`x_priority`, `x_user_id`, `x_timeout`)
+//! is removed, a missing `model` is filled from `default_model`, or a stream
+//! must ask the engine for usage. Only then is the top-level object rebuilt,
+//! and even then every other member keeps its original text
+//! ([`serde_json::value::RawValue`]), so fields Lexora does not know reach
+//! the engine unchanged in meaning.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::error::GatewayError;
+
+#[cfg(test)]
+mod tests;
+
+/// The OpenAI endpoints Lexora proxies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+}
+
+impl Endpoint {
+    /// The path on the engine (and on Lexora).
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "/v1/chat/completions",
+            Self::Completions => "/v1/completions",
+            Self::Embeddings => "/v1/embeddings",
+        }
+    }
+
+    /// A short label for logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "chat",
+            Self::Completions => "completions",
+            Self::Embeddings => "embeddings",
+        }
+    }
+
+    fn streams(self) -> bool {
+        !matches!(self, Self::Embeddings)
+    }
+}
+
+/// A request's place in the queue (seed 001's `x_priority`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    High,
+    Normal,
+    Low,
+}
+
+impl Priority {
+    fn parse(text: &str) -> Option<Self> {
+        match text.to_ascii_lowercase().as_str() {
+            "high" => Some(Self::High),
+            "normal" => Some(Self::Normal),
+            "low" => Some(Self::Low),
+            _ => None,
+        }
+    }
+
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::High => "high",
+            Self::Normal => "normal",
+            Self::Low => "low",
+        }
+    }
+}
+
+/// Lexora's request extensions, from the body or `x-lexora-*` headers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extensions {
+    pub priority: Option<Priority>,
+    pub user_id: Option<String>,
+    pub timeout: Option<Duration>,
+}
+
+/// What the rest of the request path needs to know about a request.
+#[derive(Debug)]
+pub struct ParsedRequest {
+    pub endpoint: Endpoint,
+    /// The model asked for, or `default_model` when the body named none.
+    pub model: Option<String>,
+    pub stream: bool,
+    /// The client asked for `stream_options.include_usage` itself, so the
+    /// usage chunk must reach it.
+    pub client_wants_usage: bool,
+    /// OpenAI's `user` field.
+    pub user: Option<String>,
+    pub extensions: Extensions,
+    /// The body to send upstream.
+    pub body: Bytes,
+}
+
+#[derive(Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(borrow, default)]
+    user: Option<Cow<'a, str>>,
+    // Extension fields are captured raw so that even `"x_priority": null`
+    // counts as present and is stripped.
+    #[serde(borrow, default, deserialize_with = "present")]
+    x_priority: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    x_user_id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    x_timeout: Option<&'a RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// Reads an extension field's value; `null` means absent.
+fn field<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>, name: &'static str, expected: &str) -> Result<Option<T>, GatewayError> {
+    let Some(raw) = raw else { return Ok(None) };
+    serde_json::from_str::<Option<T>>(raw.get()).map_err(|_| GatewayError::InvalidRequest {
+        message: format!("`{name}` must be {expected}"),
+        param: Some(name),
+    })
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+const EXTENSION_FIELDS: [&str; 3] = ["x_priority", "x_user_id", "x_timeout"];
+const MAX_USER_ID_LEN: usize = 256;
+
+/// Reads a request body and the extension headers.
+pub fn parse(
+    endpoint: Endpoint,
+    body: Bytes,
+    headers: &HeaderMap,
+    default_model: Option<&str>,
+) -> Result<ParsedRequest, GatewayError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        let message = if first.is_none() {
+            "request body is empty; expected a JSON object".to_owned()
+        } else {
+            // Tell a JSON array or scalar apart from text that is not JSON.
+            match serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+                Ok(_) => "request body must be a JSON object".to_owned(),
+                Err(e) => format!("request body is not valid JSON: {e}"),
+            }
+        };
+        return Err(GatewayError::InvalidJson { message });
+    }
+    let peek: Peek<'_> = serde_json::from_slice(&body).map_err(|e| classify_json_error(&e))?;
+
+    let extensions = extensions(&peek, headers)?;
+    let stream = peek.stream.unwrap_or(false) && endpoint.streams();
+    let client_wants_usage = peek
+        .stream_options
+        .as_ref()
+        .and_then(|o| o.include_usage)
+        .unwrap_or(false);
+    let fill_model = peek.model.is_none() && default_model.is_some();
+    let add_usage = stream && !client_wants_usage;
+    let has_extension =
+        peek.x_priority.is_some() || peek.x_user_id.is_some() || peek.x_timeout.is_some();
+    let model = peek
+        .model
+        .as_deref()
+        .map(str::to_owned)
+        .or_else(|| default_model.map(str::to_owned));
+    let user = peek.user.as_deref().map(str::to_owned);
+
+    let body = if has_extension || fill_model || add_usage {
+        rewrite(&body, model.as_deref().filter(|_| fill_model), add_usage)?
+    } else {
+        body
+    };
+    Ok(ParsedRequest {
+        endpoint,
+        model,
+        stream,
+        client_wants_usage,
+        user,
+        extensions,
+        body,
+    })
+}
+
+fn classify_json_error(e: &serde_json::Error) -> GatewayError {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Data => {
+            let message = e.to_string();
+            let param = ["model", "stream", "stream_options", "user"]
+                .into_iter()
+                .find(|field| message.contains(&format!("`{field}`")));
+            GatewayError::InvalidRequest {
+                message: format!("invalid request field: {message}"),
+                param,
+            }
+        }
+        _ => GatewayError::InvalidJson {
+            message: format!("request body is not valid JSON: {e}"),
+        },
+    }
+}
+
+fn extensions(peek: &Peek<'_>, headers: &HeaderMap) -> Result<Extensions, GatewayError> {
+    let header = |name: &str| -> Result<Option<&str>, GatewayError> {
+        headers
+            .get(name)
+            .map(|v| {
+                v.to_str().map_err(|_| GatewayError::InvalidRequest {
+                    message: format!("header `{name}` is not valid text"),
+                    param: None,
+                })
+            })
+            .transpose()
+    };
+
+    let body_priority: Option<Cow<'_, str>> = field(peek.x_priority, "x_priority", "a string")?;
+    let priority = match body_priority.as_deref().map(Ok).or_else(|| header("x-lexora-priority").transpose()) {
+        None => None,
+        Some(text) => Some(Priority::parse(text?).ok_or(GatewayError::InvalidRequest {
+            message: "`x_priority` must be one of high, normal, low".into(),
+            param: Some("x_priority"),
+        })?),
+    };
+
+    let body_user: Option<Cow<'_, str>> = field(peek.x_user_id, "x_user_id", "a string")?;
+    let user_id = match body_user.as_deref().map(Ok).or_else(|| header("x-lexora-user").transpose()) {
+        None => None,
+        Some(text) => {
+            let text = text?.trim();
+            if text.is_empty() || text.len() > MAX_USER_ID_LEN || text.chars().any(char::is_control) {
+                return Err(GatewayError::InvalidRequest {
+                    message: format!(
+                        "`x_user_id` must be 1 to {MAX_USER_ID_LEN} printable characters"
+                    ),
+                    param: Some("x_user_id"),
+                });
+            }
+            Some(text.to_owned())
+        }
+    };
+
+    let seconds = match field::<f64>(peek.x_timeout, "x_timeout", "a number of seconds")? {
+        Some(seconds) => Some(seconds),
+        None => match header("x-lexora-timeout")? {
+            None => None,
+            Some(text) => Some(text.trim().parse::<f64>().map_err(|_| GatewayError::InvalidRequest {
+                message: "`x-lexora-timeout` must be a number of seconds".into(),
+                param: Some("x_timeout"),
+            })?),
+        },
+    };
+    let timeout = match seconds {
+        None => None,
+        Some(s) => Some(
+            Some(s)
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                .ok_or(GatewayError::InvalidRequest {
+                    message: format!("`x_timeout` must be a positive number of seconds, got {s}"),
+                    param: Some("x_timeout"),
+                })?,
+        ),
+    };
+
+    Ok(Extensions {
+        priority,
+        user_id,
+        timeout,
+    })
+}
+
+/// Rebuilds the top-level object: extension fields removed, `model` filled
+/// in, `stream_options.include_usage` set. Other members keep their text.
+fn rewrite(body: &[u8], fill_model: Option<&str>, add_usage: bool) -> Result<Bytes, GatewayError> {
+    let mut object: IndexMap<Cow<'_, str>, &RawValue> =
+        serde_json::from_slice(body).map_err(|e| classify_json_error(&e))?;
+    for field in EXTENSION_FIELDS {
+        object.shift_remove(field);
+    }
+    let model_json;
+    if let Some(model) = fill_model {
+        model_json = serde_json::value::to_raw_value(model).map_err(internal)?;
+        object.insert(Cow::Borrowed("model"), &model_json);
+    }
+    let options_json;
+    if add_usage {
+        let mut options: IndexMap<Cow<'_, str>, &RawValue> = match object.get("stream_options") {
+            Some(raw) if raw.get() != "null" => {
+                serde_json::from_str(raw.get()).map_err(|_| GatewayError::InvalidRequest {
+                    message: "`stream_options` must be an object".into(),
+                    param: Some("stream_options"),
+                })?
+            }
+            _ => IndexMap::new(),
+        };
+        let yes: &RawValue = serde_json::from_str("true").map_err(internal)?;
+        options.insert(Cow::Borrowed("include_usage"), yes);
+        options_json = serde_json::value::to_raw_value(&options).map_err(internal)?;
+        object.insert(Cow::Borrowed("stream_options"), &options_json);
+    }
+    serde_json::to_vec(&object).map(Bytes::from).map_err(internal)
+}
+
+fn internal(e: serde_json::Error) -> GatewayError {
+    GatewayError::Internal {
+        message: format!("rebuilding the request body: {e}"),
+    }
+}

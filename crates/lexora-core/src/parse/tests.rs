@@ -1,0 +1,117 @@
+use super::*;
+
+fn parse_json(body: &str, default_model: Option<&str>) -> Result<ParsedRequest, GatewayError> {
+    parse(Endpoint::ChatCompletions, Bytes::from(body.to_owned()), &HeaderMap::new(), default_model)
+}
+
+fn json(bytes: &Bytes) -> serde_json::Value {
+    serde_json::from_slice(bytes).expect("upstream body is JSON")
+}
+
+#[test]
+fn untouched_body_is_forwarded_as_the_same_bytes() {
+    let body = r#"{"model":"m","messages":[],"top_k":5,  "chat_template_kwargs":{"enable_thinking":false}}"#;
+    let parsed = parse_json(body, None).expect("parses");
+    assert_eq!(parsed.body, body.as_bytes(), "no rewrite when nothing must change");
+    assert_eq!(parsed.model.as_deref(), Some("m"));
+    assert!(!parsed.stream);
+}
+
+#[test]
+fn extensions_are_read_and_stripped_keeping_unknown_fields() {
+    let body = r#"{"model":"m","x_priority":"HIGH","x_user_id":"takahito","x_timeout":2.5,"repetition_penalty":1.10,"nested":{"a":[1,2.50,"x"]}}"#;
+    let parsed = parse_json(body, None).expect("parses");
+    assert_eq!(parsed.extensions.priority, Some(Priority::High));
+    assert_eq!(parsed.extensions.user_id.as_deref(), Some("takahito"));
+    assert_eq!(parsed.extensions.timeout, Some(Duration::from_millis(2500)));
+    let text = std::str::from_utf8(&parsed.body).expect("utf8");
+    assert!(!text.contains("x_"), "{text}");
+    // Raw member text is kept exactly (1.10 and 2.50 are not re-formatted).
+    assert!(text.contains(r#""repetition_penalty":1.10"#), "{text}");
+    assert!(text.contains(r#""nested":{"a":[1,2.50,"x"]}"#), "{text}");
+}
+
+#[test]
+fn null_extension_fields_are_stripped_too() {
+    let parsed = parse_json(r#"{"model":"m","x_priority":null}"#, None).expect("parses");
+    assert_eq!(parsed.extensions.priority, None);
+    assert_eq!(json(&parsed.body), serde_json::json!({"model": "m"}));
+}
+
+#[test]
+fn headers_supply_extensions_when_the_body_does_not() {
+    let mut headers = HeaderMap::new();
+    headers.insert("x-lexora-priority", "low".parse().expect("header"));
+    headers.insert("x-lexora-user", "alice".parse().expect("header"));
+    headers.insert("x-lexora-timeout", "7".parse().expect("header"));
+    let parsed = parse(Endpoint::Completions, Bytes::from_static(b"{\"model\":\"m\"}"), &headers, None)
+        .expect("parses");
+    assert_eq!(parsed.extensions.priority, Some(Priority::Low));
+    assert_eq!(parsed.extensions.user_id.as_deref(), Some("alice"));
+    assert_eq!(parsed.extensions.timeout, Some(Duration::from_secs(7)));
+}
+
+#[test]
+fn default_model_fills_a_missing_model() {
+    let parsed = parse_json(r#"{"messages":[]}"#, Some("qwen3-32b")).expect("parses");
+    assert_eq!(parsed.model.as_deref(), Some("qwen3-32b"));
+    assert_eq!(json(&parsed.body)["model"], "qwen3-32b");
+    let without = parse_json(r#"{"messages":[]}"#, None).expect("parses");
+    assert_eq!(without.model, None);
+}
+
+#[test]
+fn streams_ask_for_usage_and_remember_who_asked() {
+    let parsed = parse_json(r#"{"model":"m","stream":true}"#, None).expect("parses");
+    assert!(parsed.stream);
+    assert!(!parsed.client_wants_usage);
+    assert_eq!(json(&parsed.body)["stream_options"]["include_usage"], true);
+
+    let body = r#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#;
+    let asked = parse_json(body, None).expect("parses");
+    assert!(asked.client_wants_usage);
+    assert_eq!(asked.body, body.as_bytes());
+
+    let other = parse_json(r#"{"model":"m","stream":true,"stream_options":{"continuous_usage_stats":false}}"#, None)
+        .expect("parses");
+    let options = &json(&other.body)["stream_options"];
+    assert_eq!(options["include_usage"], true);
+    assert_eq!(options["continuous_usage_stats"], false);
+}
+
+#[test]
+fn embeddings_never_stream() {
+    let parsed = parse(Endpoint::Embeddings, Bytes::from_static(b"{\"input\":\"x\",\"stream\":true}"), &HeaderMap::new(), None)
+        .expect("parses");
+    assert!(!parsed.stream);
+}
+
+#[test]
+fn malformed_json_says_where() {
+    let err = parse_json("{\"model\": \"m\",\n \"messages\": [,]}", None).expect_err("invalid");
+    assert_eq!(err.status(), 400);
+    let text = err.to_string();
+    assert!(text.contains("line 2 column"), "{text}");
+}
+
+#[test]
+fn non_objects_and_empty_bodies_are_rejected() {
+    for body in ["", "  ", "[1,2]", "\"text\"", "hello"] {
+        let err = parse_json(body, None).expect_err(body);
+        assert!(matches!(err, GatewayError::InvalidJson { .. }), "{body:?}: {err:?}");
+    }
+}
+
+#[test]
+fn wrong_types_are_invalid_requests_naming_the_field() {
+    let err = parse_json(r#"{"model":5}"#, None).expect_err("bad model");
+    assert!(matches!(err, GatewayError::InvalidRequest { param: Some("model"), .. }), "{err:?}");
+    let err = parse_json(r#"{"model":"m","x_priority":"urgent"}"#, None).expect_err("bad priority");
+    assert!(matches!(err, GatewayError::InvalidRequest { param: Some("x_priority"), .. }), "{err:?}");
+    let err = parse_json(r#"{"model":"m","x_timeout":-1}"#, None).expect_err("bad timeout");
+    assert!(matches!(err, GatewayError::InvalidRequest { param: Some("x_timeout"), .. }), "{err:?}");
+    let err = parse_json(r#"{"model":"m","x_timeout":"soon"}"#, None).expect_err("bad timeout");
+    assert!(matches!(err, GatewayError::InvalidRequest { param: Some("x_timeout"), .. }), "{err:?}");
+    let err = parse_json(r#"{"model":"m","x_user_id":""}"#, None).expect_err("bad user");
+    assert!(matches!(err, GatewayError::InvalidRequest { param: Some("x_user_id"), .. }), "{err:?}");
+}

@@ -1,0 +1,188 @@
+//! Record: what happened to each request goes to `/stats`, `/metrics` and
+//! the access log, exactly once.
+//!
+//! A [`RequestRecord`] is created when a request arrives and travels with
+//! it — into the response body for streams — and is settled when dropped.
+//! So a stream the client abandons is still counted (as status 499), and a
+//! request is never recorded twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use metrics::{counter, gauge, histogram};
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::parse::Endpoint;
+
+pub mod stats;
+
+pub use stats::Stats;
+
+/// Status recorded for a stream the client closed before its end (nginx's
+/// convention).
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// Token usage as engines report it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+}
+
+/// Where finished requests are counted.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    pub stats: Stats,
+}
+
+impl Recorder {
+    /// Starts the record of one request.
+    pub fn start(self: &Arc<Self>, endpoint: Endpoint, request_id: HeaderValue) -> RequestRecord {
+        gauge!("lexora_requests_in_flight").increment(1.0);
+        RequestRecord {
+            recorder: Arc::clone(self),
+            started: Instant::now(),
+            request_id,
+            endpoint,
+            model: String::new(),
+            user: String::new(),
+            backend: None,
+            status: 0,
+            error: None,
+            usage: None,
+            first_byte: None,
+            finished: false,
+        }
+    }
+}
+
+/// One request on its way through the gateway.
+#[derive(Debug)]
+pub struct RequestRecord {
+    recorder: Arc<Recorder>,
+    started: Instant,
+    pub request_id: HeaderValue,
+    endpoint: Endpoint,
+    model: String,
+    user: String,
+    backend: Option<String>,
+    status: u16,
+    error: Option<&'static str>,
+    usage: Option<Usage>,
+    first_byte: Option<Duration>,
+    /// The response reached its end (for streams: the last byte was sent).
+    finished: bool,
+}
+
+impl RequestRecord {
+    /// Names the model and user once the request is parsed.
+    pub fn identify(&mut self, model: &str, user: &str) {
+        model.clone_into(&mut self.model);
+        user.clone_into(&mut self.user);
+    }
+
+    pub fn set_backend(&mut self, backend: &str) {
+        self.backend = Some(backend.to_owned());
+    }
+
+    /// The final status of a response that is complete once sent.
+    pub fn finish(&mut self, status: u16, error: Option<&'static str>) {
+        self.status = status;
+        self.error = error;
+        self.finished = true;
+    }
+
+    /// The status of a streamed response; the stream is not finished yet.
+    pub fn set_status(&mut self, status: u16) {
+        self.status = status;
+    }
+
+    /// Marks the end of a stream, with an error kind if it ended badly.
+    pub fn end_stream(&mut self, error: Option<&'static str>) {
+        self.error = error;
+        self.finished = true;
+    }
+
+    pub fn set_usage(&mut self, usage: Usage) {
+        self.usage = Some(usage);
+    }
+
+    /// The first byte of the answer is on its way to the client.
+    pub fn first_byte(&mut self) {
+        if self.first_byte.is_none() {
+            self.first_byte = Some(self.started.elapsed());
+        }
+    }
+
+    /// How long the request has been in the gateway.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+impl Drop for RequestRecord {
+    fn drop(&mut self) {
+        gauge!("lexora_requests_in_flight").decrement(1.0);
+        let latency = self.started.elapsed();
+        if !self.finished && self.status < 400 {
+            self.status = CLIENT_CLOSED;
+            self.error = Some("client_closed");
+        }
+        let error = self.status >= 400 || self.error.is_some();
+        let usage = self.usage.unwrap_or_default();
+        let model = if self.model.is_empty() { "(none)" } else { &self.model };
+        let user = if self.user.is_empty() { crate::identify::ANONYMOUS } else { &self.user };
+        self.recorder.stats.record(
+            model,
+            user,
+            stats::Sample {
+                error,
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
+                latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+            },
+        );
+
+        let endpoint = self.endpoint.label();
+        let status = self.status.to_string();
+        counter!("lexora_requests_total", "endpoint" => endpoint, "model" => model.to_owned(), "status" => status)
+            .increment(1);
+        histogram!("lexora_request_duration_seconds", "endpoint" => endpoint, "model" => model.to_owned())
+            .record(latency.as_secs_f64());
+        if let Some(ttfb) = self.first_byte {
+            histogram!("lexora_time_to_first_byte_seconds", "endpoint" => endpoint, "model" => model.to_owned())
+                .record(ttfb.as_secs_f64());
+        }
+        if usage.prompt_tokens > 0 {
+            counter!("lexora_tokens_total", "model" => model.to_owned(), "kind" => "prompt")
+                .increment(usage.prompt_tokens);
+        }
+        if usage.completion_tokens > 0 {
+            counter!("lexora_tokens_total", "model" => model.to_owned(), "kind" => "completion")
+                .increment(usage.completion_tokens);
+        }
+        if let Some(kind) = self.error {
+            counter!("lexora_errors_total", "kind" => kind).increment(1);
+        }
+
+        tracing::info!(
+            target: "lexora::access",
+            request_id = self.request_id.to_str().unwrap_or("-"),
+            endpoint,
+            model,
+            user,
+            backend = self.backend.as_deref().unwrap_or("-"),
+            status = self.status,
+            error = self.error.unwrap_or("-"),
+            latency_ms = latency.as_secs_f64() * 1000.0,
+            ttfb_ms = self.first_byte.map(|d| d.as_secs_f64() * 1000.0),
+            prompt_tokens = usage.prompt_tokens,
+            completion_tokens = usage.completion_tokens,
+            "request"
+        );
+    }
+}

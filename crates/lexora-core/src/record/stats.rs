@@ -1,0 +1,283 @@
+//! `/stats`: totals, sliding windows and per-model / per-user breakdowns.
+//!
+//! Updated once per finished request with atomics only; the windows are
+//! rings of time-tagged buckets, so there is no lock and no background task.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use serde::Serialize;
+use tokio::time::Instant;
+
+/// Most distinct users tracked; later ones are counted under `(other)`, so
+/// a client inventing user ids cannot grow memory without bound.
+const MAX_USERS: usize = 10_000;
+const OTHER_USERS: &str = "(other)";
+
+/// Counters of one model or one user.
+#[derive(Debug, Default)]
+struct Counters {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    prompt_tokens: AtomicU64,
+    completion_tokens: AtomicU64,
+    latency_us: AtomicU64,
+}
+
+/// A snapshot of [`Counters`] for JSON.
+#[derive(Debug, Serialize)]
+pub struct CountersView {
+    pub requests: u64,
+    pub errors: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    pub avg_latency_ms: f64,
+}
+
+impl Counters {
+    fn add(&self, sample: &Sample) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if sample.error {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.prompt_tokens.fetch_add(sample.prompt_tokens, Ordering::Relaxed);
+        self.completion_tokens.fetch_add(sample.completion_tokens, Ordering::Relaxed);
+        self.latency_us.fetch_add(sample.latency_us, Ordering::Relaxed);
+    }
+
+    fn view(&self) -> CountersView {
+        let requests = self.requests.load(Ordering::Relaxed);
+        let prompt_tokens = self.prompt_tokens.load(Ordering::Relaxed);
+        let completion_tokens = self.completion_tokens.load(Ordering::Relaxed);
+        let latency_us = self.latency_us.load(Ordering::Relaxed);
+        CountersView {
+            requests,
+            errors: self.errors.load(Ordering::Relaxed),
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+            avg_latency_ms: if requests == 0 {
+                0.0
+            } else {
+                latency_us as f64 / requests as f64 / 1000.0
+            },
+        }
+    }
+}
+
+/// Counts events per time bucket over a sliding window. Each bucket packs
+/// its bucket number (high 32 bits) and count (low 32 bits) into one atomic,
+/// so a stale bucket is recognised and reset without a lock.
+#[derive(Debug)]
+struct Window<const N: usize> {
+    bucket_secs: u64,
+    buckets: [AtomicU64; N],
+}
+
+impl<const N: usize> Window<N> {
+    fn new(bucket_secs: u64) -> Self {
+        Self {
+            bucket_secs,
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    fn bucket_of(&self, elapsed_secs: u64) -> u64 {
+        // +1 so that bucket number 0 means "never used".
+        elapsed_secs / self.bucket_secs + 1
+    }
+
+    fn add(&self, elapsed_secs: u64) {
+        let number = self.bucket_of(elapsed_secs);
+        let slot = &self.buckets[(number % N as u64) as usize];
+        let mut current = slot.load(Ordering::Relaxed);
+        loop {
+            let next = if current >> 32 == number {
+                current + 1
+            } else {
+                (number << 32) | 1
+            };
+            match slot.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Events in the last `N` buckets, the current one included.
+    fn sum(&self, elapsed_secs: u64) -> u64 {
+        let newest = self.bucket_of(elapsed_secs);
+        let oldest = newest.saturating_sub(N as u64 - 1);
+        self.buckets
+            .iter()
+            .map(|slot| slot.load(Ordering::Relaxed))
+            .filter(|packed| {
+                let number = packed >> 32;
+                number >= oldest && number <= newest
+            })
+            .map(|packed| packed & 0xffff_ffff)
+            .sum()
+    }
+}
+
+/// One finished request, as the stats see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub error: bool,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub latency_us: u64,
+}
+
+/// Gateway-wide statistics.
+#[derive(Debug)]
+pub struct Stats {
+    started: Instant,
+    total: Counters,
+    /// Requests per second bucket, over a minute.
+    minute: Window<60>,
+    /// Errors per minute bucket, over an hour.
+    hour_errors: Window<60>,
+    models: DashMap<String, Counters>,
+    users: DashMap<String, Counters>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            total: Counters::default(),
+            minute: Window::new(1),
+            hour_errors: Window::new(60),
+            models: DashMap::new(),
+            users: DashMap::new(),
+        }
+    }
+}
+
+/// The `/stats` document.
+#[derive(Debug, Serialize)]
+pub struct StatsView {
+    pub total_requests: u64,
+    pub total_errors: u64,
+    pub total_tokens: u64,
+    pub total_prompt_tokens: u64,
+    pub total_completion_tokens: u64,
+    pub avg_latency_ms: f64,
+    pub requests_per_minute: u64,
+    pub errors_last_hour: u64,
+    pub models: std::collections::BTreeMap<String, CountersView>,
+    pub users: std::collections::BTreeMap<String, CountersView>,
+}
+
+impl Stats {
+    fn elapsed_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Adds one finished request.
+    pub fn record(&self, model: &str, user: &str, sample: Sample) {
+        let now = self.elapsed_secs();
+        self.total.add(&sample);
+        self.minute.add(now);
+        if sample.error {
+            self.hour_errors.add(now);
+        }
+        add_to(&self.models, model, &sample, usize::MAX);
+        add_to(&self.users, user, &sample, MAX_USERS);
+    }
+
+    /// A consistent-enough snapshot for `/stats`.
+    pub fn view(&self) -> StatsView {
+        let now = self.elapsed_secs();
+        let total = self.total.view();
+        let collect = |map: &DashMap<String, Counters>| {
+            map.iter().map(|entry| (entry.key().clone(), entry.value().view())).collect()
+        };
+        StatsView {
+            total_requests: total.requests,
+            total_errors: total.errors,
+            total_tokens: total.total_tokens,
+            total_prompt_tokens: total.prompt_tokens,
+            total_completion_tokens: total.completion_tokens,
+            avg_latency_ms: total.avg_latency_ms,
+            requests_per_minute: self.minute.sum(now),
+            errors_last_hour: self.hour_errors.sum(now),
+            models: collect(&self.models),
+            users: collect(&self.users),
+        }
+    }
+}
+
+fn add_to(map: &DashMap<String, Counters>, key: &str, sample: &Sample, limit: usize) {
+    if let Some(counters) = map.get(key) {
+        counters.add(sample);
+        return;
+    }
+    let key = if map.len() >= limit { OTHER_USERS } else { key };
+    map.entry(key.to_owned()).or_default().add(sample);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn sample(error: bool) -> Sample {
+        Sample {
+            error,
+            prompt_tokens: 3,
+            completion_tokens: 5,
+            latency_us: 2_000,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn totals_and_breakdowns_add_up() {
+        let stats = Stats::default();
+        stats.record("m1", "alice", sample(false));
+        stats.record("m1", "bob", sample(true));
+        stats.record("m2", "alice", sample(false));
+        let view = stats.view();
+        assert_eq!(view.total_requests, 3);
+        assert_eq!(view.total_errors, 1);
+        assert_eq!(view.total_tokens, 24);
+        assert_eq!(view.avg_latency_ms, 2.0);
+        assert_eq!(view.requests_per_minute, 3);
+        assert_eq!(view.errors_last_hour, 1);
+        assert_eq!(view.models["m1"].requests, 2);
+        assert_eq!(view.users["alice"].total_tokens, 16);
+        assert_eq!(view.users["bob"].errors, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn windows_forget_old_events() {
+        let stats = Stats::default();
+        stats.record("m", "u", sample(true));
+        tokio::time::advance(Duration::from_secs(30)).await;
+        stats.record("m", "u", sample(false));
+        assert_eq!(stats.view().requests_per_minute, 2);
+        tokio::time::advance(Duration::from_secs(45)).await;
+        let view = stats.view();
+        assert_eq!(view.requests_per_minute, 1, "the first request left the minute window");
+        assert_eq!(view.errors_last_hour, 1);
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        let view = stats.view();
+        assert_eq!(view.requests_per_minute, 0);
+        assert_eq!(view.errors_last_hour, 0);
+        assert_eq!(view.total_requests, 2, "totals never expire");
+    }
+
+    #[test]
+    fn users_are_bounded() {
+        let stats = Stats::default();
+        for i in 0..MAX_USERS + 5 {
+            stats.record("m", &format!("user-{i}"), sample(false));
+        }
+        let view = stats.view();
+        assert_eq!(view.users.len(), MAX_USERS + 1);
+        assert_eq!(view.users[OTHER_USERS].requests, 5);
+    }
+}

@@ -1,0 +1,167 @@
+//! Respond: turn the engine's answer into the client's, settling usage.
+//!
+//! Streams go through [`sse::SseRelay`] as they arrive. Complete answers
+//! are read (within the deadline) so their `usage` can be counted, then sent
+//! as they came. Error answers are normalized to OpenAI's error shape,
+//! keeping the engine's status, message and `Retry-After`.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{header, HeaderValue, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::error::{error_json, GatewayError};
+use crate::record::{RequestRecord, Usage};
+
+pub mod sse;
+
+#[cfg(test)]
+mod tests;
+
+/// Largest error body read from an engine; more is not a message.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Whether the engine answered with an event stream.
+pub fn is_event_stream(response: &Response<Body>) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+/// Relays a streamed answer.
+pub fn stream(upstream: Response<Body>, record: RequestRecord, strip_usage: bool, deadline: Instant) -> Response {
+    let (parts, body) = upstream.into_parts();
+    let relay = sse::SseRelay::new(body, record, strip_usage, deadline);
+    let mut response = Response::new(Body::new(relay));
+    *response.status_mut() = parts.status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tell buffering proxies in front of Lexora (nginx) to pass chunks on.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+#[derive(Deserialize)]
+struct UsageOnly {
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+/// Reads a complete answer, records its usage, and passes it on.
+pub async fn complete(
+    upstream: Response<Body>,
+    record: &mut RequestRecord,
+    backend: &str,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<Response, GatewayError> {
+    let (parts, body) = upstream.into_parts();
+    let bytes = read_body(body, usize::MAX, backend, deadline, timeout).await?;
+    record.first_byte();
+    if let Ok(UsageOnly { usage: Some(usage) }) = serde_json::from_slice(&bytes) {
+        record.set_usage(usage);
+    }
+    let mut response = Response::new(Body::from(bytes));
+    *response.status_mut() = parts.status;
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(header::CONTENT_TYPE, content_type);
+    Ok(response)
+}
+
+/// Converts an engine's error answer into a [`GatewayError`].
+pub async fn upstream_error(upstream: Response<Body>, backend: &str, deadline: Instant, timeout: Duration) -> GatewayError {
+    let (parts, body) = upstream.into_parts();
+    let bytes = match read_body(body, MAX_ERROR_BODY, backend, deadline, timeout).await {
+        Ok(bytes) => bytes,
+        Err(error) => return error,
+    };
+    GatewayError::UpstreamStatus {
+        status: parts.status,
+        body: normalize_error_body(parts.status, &bytes),
+        retry_after: parts.headers.get(header::RETRY_AFTER).cloned(),
+    }
+}
+
+async fn read_body(body: Body, limit: usize, backend: &str, deadline: Instant, timeout: Duration) -> Result<Bytes, GatewayError> {
+    let collect = Limited::new(body, limit).collect();
+    match tokio::time::timeout_at(deadline, collect).await {
+        Err(_) => Err(GatewayError::UpstreamTimeout {
+            backend: backend.to_owned(),
+            after: timeout,
+        }),
+        Ok(Err(e)) => Err(GatewayError::UpstreamReset {
+            backend: backend.to_owned(),
+            reason: format!("while reading the answer: {}", crate::upstream::root_cause(e.as_ref())),
+        }),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorShapes {
+    #[serde(default)]
+    error: Option<Value>,
+    #[serde(default)]
+    message: Option<Value>,
+    #[serde(default)]
+    detail: Option<Value>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+}
+
+/// An engine error body in OpenAI's shape. Bodies already in that shape
+/// pass unchanged; vLLM's old flat shape, FastAPI's `detail`, a bare
+/// `{"error": "text"}` and plain text are wrapped, keeping the message.
+pub fn normalize_error_body(status: StatusCode, body: &[u8]) -> Bytes {
+    let default_kind = match status.as_u16() {
+        400 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "invalid_request_error",
+        429 => "rate_limit_error",
+        _ => "upstream_error",
+    };
+    let as_text = |value: &Value| match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    if let Ok(shapes) = serde_json::from_slice::<ErrorShapes>(body) {
+        match &shapes.error {
+            Some(Value::Object(inner)) if inner.get("message").is_some_and(Value::is_string) => {
+                return Bytes::copy_from_slice(body);
+            }
+            Some(Value::Object(inner)) if inner.contains_key("message") => {
+                let message = inner.get("message").map(as_text).unwrap_or_default();
+                return error_json(&message, default_kind, None, None);
+            }
+            Some(other) => return error_json(&as_text(other), default_kind, None, None),
+            None => {}
+        }
+        if let Some(message) = shapes.message.as_ref().or(shapes.detail.as_ref()) {
+            let kind = shapes.kind.as_deref().unwrap_or(default_kind);
+            return error_json(&as_text(message), kind, None, None);
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let message = if text.is_empty() {
+        format!("backend answered {status}")
+    } else {
+        text.chars().take(2000).collect()
+    };
+    error_json(&message, default_kind, None, None)
+}

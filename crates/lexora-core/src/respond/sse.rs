@@ -1,0 +1,246 @@
+//! Relaying an engine's SSE stream to the client as it arrives.
+//!
+//! Bytes are forwarded event by event the moment an event is complete;
+//! nothing waits for more of the stream. On the way the relay reads the
+//! usage chunk (for accounting), drops it when only Lexora asked for it,
+//! enforces the request's deadline, and turns an upstream failure
+//! mid-stream into an OpenAI-style error event instead of a silent cut.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use axum::body::Body;
+use bytes::{Bytes, BytesMut};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use tokio::time::{Instant, Sleep};
+
+use crate::error::error_json;
+use crate::record::{RequestRecord, Usage};
+
+#[cfg(test)]
+mod tests;
+
+/// The body of a relayed stream.
+pub struct SseRelay {
+    upstream: Body,
+    pending: BytesMut,
+    record: RequestRecord,
+    strip_usage: bool,
+    deadline: Pin<Box<Sleep>>,
+    /// A last frame to send before ending (an error event or leftovers).
+    last: Option<Bytes>,
+    done: bool,
+}
+
+#[derive(Deserialize)]
+struct UsageChunk {
+    #[serde(default)]
+    choices: Option<Vec<IgnoredAny>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+impl SseRelay {
+    /// Relays `upstream`; `strip_usage` hides the usage-only chunk that
+    /// Lexora requested on the client's behalf.
+    pub fn new(upstream: Body, record: RequestRecord, strip_usage: bool, deadline: Instant) -> Self {
+        Self {
+            upstream,
+            pending: BytesMut::new(),
+            record,
+            strip_usage,
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            last: None,
+            done: false,
+        }
+    }
+
+    /// Takes every complete event out of `pending`, reading usage chunks on
+    /// the way; `None` when no event is complete yet.
+    fn complete_events(&mut self) -> Option<Bytes> {
+        let end = last_event_end(&self.pending)?;
+        let events = self.pending.split_to(end).freeze();
+        if find(&events, b"\"usage\"").is_none() {
+            return Some(events);
+        }
+        Some(self.inspect_usage(events))
+    }
+
+    fn inspect_usage(&mut self, events: Bytes) -> Bytes {
+        let mut kept = BytesMut::with_capacity(events.len());
+        let mut dropped = false;
+        for event in split_events(&events) {
+            let mut keep = true;
+            if find(event, b"\"usage\"").is_some() {
+                if let Some(chunk) = event_data(event).and_then(|data| serde_json::from_slice::<UsageChunk>(&data).ok()) {
+                    if let Some(usage) = chunk.usage {
+                        self.record.set_usage(usage);
+                        keep = !(self.strip_usage && chunk.choices.is_some_and(|c| c.is_empty()));
+                    }
+                }
+            }
+            if keep {
+                kept.extend_from_slice(event);
+            } else {
+                dropped = true;
+            }
+        }
+        if dropped {
+            kept.freeze()
+        } else {
+            events
+        }
+    }
+
+    fn fail(&mut self, message: &str, kind: &'static str, code: &'static str) -> Bytes {
+        self.record.end_stream(Some(kind));
+        let body = error_json(message, kind_type(kind), None, Some(code));
+        let mut event = BytesMut::with_capacity(body.len() + 8);
+        // Whatever partial event was pending is dropped: half an event would
+        // corrupt the error event that follows it.
+        event.extend_from_slice(b"data: ");
+        event.extend_from_slice(&body);
+        event.extend_from_slice(b"\n\n");
+        event.freeze()
+    }
+
+    fn emit(&mut self, bytes: Bytes) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.record.first_byte();
+        Poll::Ready(Some(Ok(Frame::data(bytes))))
+    }
+}
+
+fn kind_type(kind: &str) -> &'static str {
+    if kind == "upstream_timeout" {
+        "timeout_error"
+    } else {
+        "upstream_error"
+    }
+}
+
+impl HttpBody for SseRelay {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(last) = this.last.take() {
+                this.done = true;
+                return this.emit(last);
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if this.deadline.as_mut().poll(cx).is_ready() {
+                let event = this.fail("the stream exceeded the request timeout", "upstream_timeout", "upstream_timeout");
+                this.last = Some(event);
+                continue;
+            }
+            match ready!(Pin::new(&mut this.upstream).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    this.pending.extend_from_slice(&data);
+                    if let Some(events) = this.complete_events() {
+                        return this.emit(events);
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %crate::upstream::root_cause(&e), "upstream stream failed");
+                    let event = this.fail(
+                        "the backend connection failed in the middle of the stream",
+                        "upstream_error",
+                        "upstream_reset",
+                    );
+                    this.last = Some(event);
+                }
+                None => {
+                    this.record.end_stream(None);
+                    this.done = true;
+                    // A final event without its blank line is still sent.
+                    if !this.pending.is_empty() {
+                        let rest = this.pending.split().freeze();
+                        let rest = this.inspect_usage(rest);
+                        return this.emit(rest);
+                    }
+                    return Poll::Ready(None);
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.last.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// Position just past the last complete event (`\n\n` or `\r\n\r\n`).
+fn last_event_end(buf: &[u8]) -> Option<usize> {
+    let mut i = buf.len();
+    while i >= 2 {
+        if buf[i - 1] == b'\n' {
+            if buf[i - 2] == b'\n' {
+                return Some(i);
+            }
+            if i >= 4 && &buf[i - 4..i] == b"\r\n\r\n" {
+                return Some(i);
+            }
+        }
+        i -= 1;
+    }
+    None
+}
+
+/// Splits complete events, each with its terminating blank line.
+fn split_events(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = buf;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = first_event_end(rest).unwrap_or(rest.len());
+        let (event, tail) = rest.split_at(end);
+        rest = tail;
+        Some(event)
+    })
+}
+
+fn first_event_end(buf: &[u8]) -> Option<usize> {
+    let lf = find(buf, b"\n\n").map(|i| i + 2);
+    let crlf = find(buf, b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The `data:` payload of one event (several data lines joined by `\n`).
+fn event_data(event: &[u8]) -> Option<Vec<u8>> {
+    let mut data: Option<Vec<u8>> = None;
+    for line in event.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(value) = line.strip_prefix(b"data:") {
+            let value = value.strip_prefix(b" ").unwrap_or(value);
+            match &mut data {
+                Some(existing) => {
+                    existing.push(b'\n');
+                    existing.extend_from_slice(value);
+                }
+                None => data = Some(value.to_vec()),
+            }
+        }
+    }
+    data
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}

@@ -1,0 +1,68 @@
+//! Route: which backend serves a request's model.
+//!
+//! Backends that name the model (in config, or in the list their engine
+//! reported) come first, in config order; then backends configured without
+//! a model list whose engine has not listed its models yet, which decide
+//! for themselves. A model nobody can serve is a 404.
+
+use std::sync::Arc;
+
+use crate::config::BackendConfig;
+use crate::error::GatewayError;
+use crate::upstream::Backend;
+
+/// The backends and how models map to them.
+#[derive(Debug)]
+pub struct Routes {
+    backends: Vec<Arc<Backend>>,
+}
+
+impl Routes {
+    /// Builds every enabled backend.
+    pub fn new(configs: &[BackendConfig]) -> Result<Self, GatewayError> {
+        let backends = configs
+            .iter()
+            .cloned()
+            .map(|config| Backend::new(config).map(Arc::new))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { backends })
+    }
+
+    /// All backends, in config order.
+    pub fn backends(&self) -> &[Arc<Backend>] {
+        &self.backends
+    }
+
+    /// The backend for `model`; without a model, the first backend.
+    pub fn pick(&self, model: Option<&str>) -> Result<&Arc<Backend>, GatewayError> {
+        let Some(model) = model else {
+            return self.backends.first().ok_or_else(|| GatewayError::Unavailable {
+                message: "no backend is configured".into(),
+            });
+        };
+        let named = self.backends.iter().find(|b| {
+            b.config.models.iter().any(|m| m == model) || b.health().models.iter().any(|m| m == model)
+        });
+        named
+            .or_else(|| self.backends.iter().find(|b| b.serves(model)))
+            .ok_or_else(|| GatewayError::ModelNotFound {
+                model: model.to_owned(),
+            })
+    }
+
+    /// Every model any backend serves (configured or reported), each once,
+    /// with the first backend that serves it.
+    pub fn models(&self) -> Vec<(String, &str)> {
+        let mut seen = std::collections::HashSet::new();
+        let mut models = Vec::new();
+        for backend in &self.backends {
+            let health = backend.health();
+            for model in backend.config.models.iter().chain(health.models.iter()) {
+                if seen.insert(model.clone()) {
+                    models.push((model.clone(), backend.name()));
+                }
+            }
+        }
+        models
+    }
+}

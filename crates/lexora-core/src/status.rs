@@ -1,0 +1,169 @@
+//! What the gateway says about itself: `/health`, `/health/ready`,
+//! `/stats`, `/metrics` and the model list `/v1/models`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http::{header, StatusCode};
+use metrics::gauge;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::config::BackendKind;
+use crate::gateway::Gateway;
+use crate::upstream::Backend;
+
+/// The crate version, reported by `/health` and `--version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Serialize)]
+struct BackendView {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    url: Option<String>,
+    status: &'static str,
+    models: Vec<String>,
+    latency_ms: Option<f64>,
+    error: Option<String>,
+    checked_at: Option<u64>,
+}
+
+fn backend_view(backend: &Backend) -> BackendView {
+    let health = backend.health();
+    let mut models = backend.config.models.clone();
+    for model in &health.models {
+        if !models.contains(model) {
+            models.push(model.clone());
+        }
+    }
+    BackendView {
+        kind: match backend.config.kind {
+            BackendKind::OpenAiCompatible => "openai-compatible",
+            BackendKind::Mock => "mock",
+        },
+        url: backend.config.url.as_ref().map(|url| {
+            // Never show credentials embedded in a URL.
+            let mut url = url.clone();
+            let _ = url.set_password(None);
+            let _ = url.set_username("");
+            url.to_string()
+        }),
+        status: health.status,
+        models,
+        latency_ms: health.latency_ms,
+        error: health.error.clone(),
+        checked_at: health.checked_at,
+    }
+}
+
+fn uptime_text(seconds: u64) -> String {
+    let (days, hours, minutes) = (seconds / 86_400, seconds / 3600 % 24, seconds / 60 % 60);
+    if days > 0 {
+        format!("{days}d {hours}h {minutes}m")
+    } else if hours > 0 {
+        format!("{hours}h {minutes}m")
+    } else {
+        format!("{minutes}m {}s", seconds % 60)
+    }
+}
+
+/// `GET /health`: always 200 while the process serves; the body says how
+/// well (`healthy`, `degraded`, `unhealthy`) and why.
+pub async fn health(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
+    let backends = gateway.routes.backends();
+    let reachable = backends.iter().filter(|b| b.health().reachable()).count();
+    let status = match reachable {
+        n if n == backends.len() => "healthy",
+        0 => "unhealthy",
+        _ => "degraded",
+    };
+    let uptime = gateway.started.elapsed().as_secs();
+    let views: BTreeMap<&str, BackendView> = backends.iter().map(|b| (b.name(), backend_view(b))).collect();
+    // Seed 001's `vllm_status` speaks of the main engine: the backend named
+    // vllm, else the first one.
+    let main = backends.iter().find(|b| b.name() == "vllm").or(backends.first());
+    let model = gateway
+        .config
+        .default_model
+        .clone()
+        .or_else(|| gateway.routes.models().into_iter().next().map(|(m, _)| m));
+    Json(json!({
+        "status": status,
+        "service": "lexora",
+        "version": VERSION,
+        "model": model,
+        "uptime": uptime_text(uptime),
+        "uptime_seconds": uptime,
+        "vllm_status": if main.is_some_and(|b| b.health().reachable()) { "connected" } else { "disconnected" },
+        "backends": views,
+    }))
+}
+
+/// `GET /health/ready`: 200 when at least one backend is reachable.
+pub async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
+    let reachable: Vec<&str> = gateway
+        .routes
+        .backends()
+        .iter()
+        .filter(|b| b.health().reachable())
+        .map(|b| b.name())
+        .collect();
+    let status = if reachable.is_empty() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (status, Json(json!({"ready": !reachable.is_empty(), "reachable_backends": reachable}))).into_response()
+}
+
+/// `GET /stats`: seed 001's fields plus per-model and per-user breakdowns.
+pub async fn stats(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
+    let view = gateway.recorder.stats.view();
+    let mut value = serde_json::to_value(view).unwrap_or_else(|_| json!({}));
+    if let Value::Object(map) = &mut value {
+        map.insert("uptime_seconds".into(), json!(gateway.started.elapsed().as_secs()));
+    }
+    Json(value)
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+pub async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
+    let Some(handle) = &gateway.metrics else {
+        return crate::error::GatewayError::UnknownEndpoint { path: "/metrics (metrics.enabled is false)".into() }
+            .into_response();
+    };
+    for backend in gateway.routes.backends() {
+        let up = if backend.health().reachable() { 1.0 } else { 0.0 };
+        gauge!("lexora_backend_up", "backend" => backend.name().to_owned()).set(up);
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        handle.render(),
+    )
+        .into_response()
+}
+
+/// `GET /v1/models`: every model of every backend, from config and from
+/// what the engines reported, so the list survives a backend being down.
+pub async fn models(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let data: Vec<Value> = gateway
+        .routes
+        .models()
+        .into_iter()
+        .map(|(id, backend)| json!({"id": id, "object": "model", "created": created, "owned_by": backend}))
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptime_reads_like_seed_001() {
+        assert_eq!(uptime_text(3 * 86_400 + 4 * 3600 + 12 * 60 + 5), "3d 4h 12m");
+        assert_eq!(uptime_text(3700), "1h 1m");
+        assert_eq!(uptime_text(65), "1m 5s");
+    }
+}
