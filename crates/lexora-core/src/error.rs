@@ -112,13 +112,10 @@ impl GatewayError {
     /// may succeed. Only meaningful before any byte reached the client.
     pub fn retryable(&self) -> bool {
         match self {
-            Self::UpstreamConnect { .. } | Self::UpstreamReset { .. } | Self::Unavailable { .. } => {
-                true
-            }
-            Self::UpstreamStatus { status, .. } => matches!(
-                status.as_u16(),
-                429 | 502 | 503 | 504
-            ),
+            Self::UpstreamConnect { .. }
+            | Self::UpstreamReset { .. }
+            | Self::Unavailable { .. } => true,
+            Self::UpstreamStatus { status, .. } => matches!(status.as_u16(), 429 | 502 | 503 | 504),
             _ => false,
         }
     }
@@ -222,7 +219,9 @@ impl IntoResponse for GatewayError {
         {
             headers.insert(header::RETRY_AFTER, value.clone());
         }
-        response.extensions_mut().insert(ErrorKind(self.metric_kind()));
+        response
+            .extensions_mut()
+            .insert(ErrorKind(self.metric_kind()));
         response
     }
 }

@@ -38,6 +38,7 @@ enum Forwarded {
     Complete(Response),
     Stream {
         upstream: Response<Body>,
+        first: Bytes,
         strip_usage: bool,
         deadline: Instant,
     },
@@ -45,7 +46,10 @@ enum Forwarded {
 
 impl Gateway {
     /// Builds the gateway's backends from `config`.
-    pub fn new(config: Config, metrics: Option<PrometheusHandle>) -> Result<Arc<Self>, GatewayError> {
+    pub fn new(
+        config: Config,
+        metrics: Option<PrometheusHandle>,
+    ) -> Result<Arc<Self>, GatewayError> {
         Ok(Arc::new(Self {
             routes: Routes::new(&config.backends)?,
             config,
@@ -67,11 +71,12 @@ impl Gateway {
             }
             Ok(Forwarded::Stream {
                 upstream,
+                first,
                 strip_usage,
                 deadline,
             }) => {
                 record.set_status(upstream.status().as_u16());
-                respond::stream(upstream, record, strip_usage, deadline)
+                respond::stream(upstream, first, record, strip_usage, deadline)
             }
             Err(error) => {
                 record.finish(error.status().as_u16(), Some(error.metric_kind()));
@@ -81,21 +86,41 @@ impl Gateway {
                 error.into_response()
             }
         };
-        response.headers_mut().insert(identify::REQUEST_ID, request_id);
+        response
+            .headers_mut()
+            .insert(identify::REQUEST_ID, request_id);
         response
     }
 
-    async fn forward(&self, endpoint: Endpoint, request: Request<Body>, record: &mut RequestRecord) -> Result<Forwarded, GatewayError> {
+    async fn forward(
+        &self,
+        endpoint: Endpoint,
+        request: Request<Body>,
+        record: &mut RequestRecord,
+    ) -> Result<Forwarded, GatewayError> {
         let (parts, body) = request.into_parts();
         let body = read_request(body, &parts.headers, self.config.server.max_body_size).await?;
-        let parsed = parse::parse(endpoint, body, &parts.headers, self.config.default_model.as_deref())?;
-        record.identify(parsed.model.as_deref().unwrap_or(""), identify::user(&parsed));
+        let parsed = parse::parse(
+            endpoint,
+            body,
+            &parts.headers,
+            self.config.default_model.as_deref(),
+        )?;
+        record.identify(
+            parsed.model.as_deref().unwrap_or(""),
+            identify::user(&parsed),
+        );
 
         let backend = self.routes.pick(parsed.model.as_deref())?;
         record.set_backend(backend.name());
         let timeout = parsed.extensions.timeout.unwrap_or(backend.config.timeout);
         let deadline = Instant::now() + timeout;
-        let sent = backend.send(Method::POST, endpoint.path(), parsed.body, &record.request_id);
+        let sent = backend.send(
+            Method::POST,
+            endpoint.path(),
+            parsed.body,
+            &record.request_id,
+        );
         let upstream = tokio::time::timeout_at(deadline, sent)
             .await
             .map_err(|_| GatewayError::UpstreamTimeout {
@@ -107,8 +132,11 @@ impl Gateway {
             return Err(respond::upstream_error(upstream, backend.name(), deadline, timeout).await);
         }
         if respond::is_event_stream(&upstream) {
+            let (parts, mut body) = upstream.into_parts();
+            let first = respond::first_chunk(&mut body, backend.name(), deadline, timeout).await?;
             return Ok(Forwarded::Stream {
-                upstream,
+                upstream: Response::from_parts(parts, body),
+                first,
                 strip_usage: parsed.stream && !parsed.client_wants_usage,
                 deadline,
             });
@@ -120,7 +148,11 @@ impl Gateway {
 }
 
 /// Reads the client's body up to `limit` bytes.
-async fn read_request(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, GatewayError> {
+async fn read_request(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -148,7 +180,21 @@ pub async fn unknown_endpoint(request: Request<Body>) -> Response {
 
 /// The OpenAI-shaped 405 for a known path with the wrong method.
 pub async fn wrong_method(request: Request<Body>) -> Response {
-    let message = format!("method {} is not allowed on {}", request.method(), request.uri().path());
-    let body = crate::error::error_json(&message, "invalid_request_error", None, Some("method_not_allowed"));
-    (StatusCode::METHOD_NOT_ALLOWED, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    let message = format!(
+        "method {} is not allowed on {}",
+        request.method(),
+        request.uri().path()
+    );
+    let body = crate::error::error_json(
+        &message,
+        "invalid_request_error",
+        None,
+        Some("method_not_allowed"),
+    );
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }

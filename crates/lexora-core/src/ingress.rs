@@ -22,11 +22,22 @@ use crate::upstream::health;
 
 /// Every route of the gateway.
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    fn proxy(endpoint: Endpoint) -> impl Fn(State<Arc<Gateway>>, Request<Body>) -> futures_util::future::BoxFuture<'static, axum::response::Response> + Clone {
-        move |State(gateway): State<Arc<Gateway>>, request: Request<Body>| Box::pin(gateway.proxy(endpoint, request))
+    fn proxy(
+        endpoint: Endpoint,
+    ) -> impl Fn(
+        State<Arc<Gateway>>,
+        Request<Body>,
+    ) -> futures_util::future::BoxFuture<'static, axum::response::Response>
+           + Clone {
+        move |State(gateway): State<Arc<Gateway>>, request: Request<Body>| {
+            Box::pin(gateway.proxy(endpoint, request))
+        }
     }
     Router::new()
-        .route("/v1/chat/completions", post(proxy(Endpoint::ChatCompletions)))
+        .route(
+            "/v1/chat/completions",
+            post(proxy(Endpoint::ChatCompletions)),
+        )
         .route("/v1/completions", post(proxy(Endpoint::Completions)))
         .route("/v1/embeddings", post(proxy(Endpoint::Embeddings)))
         .route("/v1/models", get(status::models))
@@ -41,13 +52,23 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 
 /// Serves until `shutdown` fires, then lets in-flight requests and streams
 /// finish for `server.shutdown_grace` before returning.
-pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, metrics_listener: Option<TcpListener>, shutdown: CancellationToken) -> io::Result<()> {
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
     let tasks = TaskTracker::new();
     let background = CancellationToken::new();
 
     let backends = gateway.routes.backends().to_vec();
     let health_config = gateway.config.health.clone();
-    tasks.spawn(health::run(backends, health_config.check_interval, health_config.check_timeout, background.clone()));
+    tasks.spawn(health::run(
+        backends,
+        health_config.check_interval,
+        health_config.check_timeout,
+        background.clone(),
+    ));
 
     if let Some(handle) = gateway.metrics.clone() {
         let cancel = background.clone();
@@ -68,7 +89,8 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, metrics_listene
             .with_state(Arc::clone(&gateway));
         let cancel = background.clone();
         tasks.spawn(async move {
-            let server = axum::serve(listener, metrics_only).with_graceful_shutdown(cancel.cancelled_owned());
+            let server = axum::serve(listener, metrics_only)
+                .with_graceful_shutdown(cancel.cancelled_owned());
             if let Err(e) = server.await {
                 tracing::error!(error = %e, "metrics listener failed");
             }

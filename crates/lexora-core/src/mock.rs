@@ -96,15 +96,16 @@ impl MockEngine {
             .route("/tokenize", post(tokenize))
             .route("/mock/requests", get(recent).delete(clear_recent))
             .route("/mock/stats", get(stats))
-            .fallback(|| async {
-                error_response(StatusCode::NOT_FOUND, "unknown endpoint", None)
-            })
+            .fallback(|| async { error_response(StatusCode::NOT_FOUND, "unknown endpoint", None) })
             .with_state(self.state.clone())
     }
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn error_response(status: StatusCode, message: &str, retry_after: Option<u64>) -> Response {
@@ -117,7 +118,9 @@ fn error_response(status: StatusCode, message: &str, retry_after: Option<u64>) -
     };
     let mut response = (status, Json(reply::error(message, kind, status.as_u16()))).into_response();
     if let Some(seconds) = retry_after {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
 }
@@ -138,7 +141,11 @@ async fn models(State(state): State<Arc<MockState>>) -> Json<Value> {
 async fn admit(state: &MockState, body: &Bytes) -> Result<(Value, String, Directives), Response> {
     state.requests.fetch_add(1, Ordering::Relaxed);
     let value: Value = serde_json::from_slice(body).map_err(|e| {
-        error_response(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}"), None)
+        error_response(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid JSON body: {e}"),
+            None,
+        )
     })?;
     if let Ok(mut recent) = state.recent.lock() {
         if recent.len() == RECENT_LIMIT {
@@ -150,9 +157,18 @@ async fn admit(state: &MockState, body: &Bytes) -> Result<(Value, String, Direct
         .get("mock")
         .map(|m| serde_json::from_value(m.clone()))
         .transpose()
-        .map_err(|e| error_response(StatusCode::BAD_REQUEST, &format!("invalid mock directives: {e}"), None))?
+        .map_err(|e| {
+            error_response(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid mock directives: {e}"),
+                None,
+            )
+        })?
         .unwrap_or_default();
-    let delay = directives.delay_ms.map(Duration::from_millis).unwrap_or(state.config.latency);
+    let delay = directives
+        .delay_ms
+        .map(Duration::from_millis)
+        .unwrap_or(state.config.latency);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -170,7 +186,12 @@ async fn admit(state: &MockState, body: &Bytes) -> Result<(Value, String, Direct
                 None,
             ))
         }
-        None => state.config.models.first().cloned().unwrap_or_else(|| "mock".into()),
+        None => state
+            .config
+            .models
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "mock".into()),
     };
     Ok((value, model, directives))
 }
@@ -218,13 +239,20 @@ async fn generate(state: Arc<MockState>, body: Bytes, kind: Kind) -> Response {
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             .unwrap_or(false),
-        pace: match directives.tokens_per_second.unwrap_or(state.config.tokens_per_second) {
+        pace: match directives
+            .tokens_per_second
+            .unwrap_or(state.config.tokens_per_second)
+        {
             tps if tps > 0.0 => Duration::from_secs_f64(1.0 / tps),
             _ => Duration::ZERO,
         },
         reset_after: directives.reset_after,
     };
-    if request.get("stream").and_then(Value::as_bool).unwrap_or(false) {
+    if request
+        .get("stream")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
         return stream::respond(plan, state.streams.clone());
     }
     // A non-streamed answer still takes as long as generating it would.
@@ -239,7 +267,9 @@ async fn generate(state: Arc<MockState>, body: Bytes, kind: Kind) -> Response {
             "logprobs": null,
             "finish_reason": finish,
         }),
-        Kind::Completion => json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish}),
+        Kind::Completion => {
+            json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish})
+        }
     };
     Json(json!({
         "id": plan.id,

@@ -132,7 +132,11 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
 }
 
 /// Reads an extension field's value; `null` means absent.
-fn field<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>, name: &'static str, expected: &str) -> Result<Option<T>, GatewayError> {
+fn field<'a, T: Deserialize<'a>>(
+    raw: Option<&'a RawValue>,
+    name: &'static str,
+    expected: &str,
+) -> Result<Option<T>, GatewayError> {
     let Some(raw) = raw else { return Ok(None) };
     serde_json::from_str::<Option<T>>(raw.get()).map_err(|_| GatewayError::InvalidRequest {
         message: format!("`{name}` must be {expected}"),
@@ -216,7 +220,9 @@ fn classify_json_error(e: &serde_json::Error, field: Option<&str>) -> GatewayErr
             let field = field.filter(|f| *f != ".");
             let param = ["model", "stream", "stream_options", "user"]
                 .into_iter()
-                .find(|known| field.is_some_and(|f| f == *known || f.starts_with(&format!("{known}."))));
+                .find(|known| {
+                    field.is_some_and(|f| f == *known || f.starts_with(&format!("{known}.")))
+                });
             let message = match field {
                 Some(field) => format!("invalid value for `{field}`: {e}"),
                 None => format!("invalid request: {e}"),
@@ -243,7 +249,11 @@ fn extensions(peek: &Peek<'_>, headers: &HeaderMap) -> Result<Extensions, Gatewa
     };
 
     let body_priority: Option<Cow<'_, str>> = field(peek.x_priority, "x_priority", "a string")?;
-    let priority = match body_priority.as_deref().map(Ok).or_else(|| header("x-lexora-priority").transpose()) {
+    let priority = match body_priority
+        .as_deref()
+        .map(Ok)
+        .or_else(|| header("x-lexora-priority").transpose())
+    {
         None => None,
         Some(text) => Some(Priority::parse(text?).ok_or(GatewayError::InvalidRequest {
             message: "`x_priority` must be one of high, normal, low".into(),
@@ -252,11 +262,16 @@ fn extensions(peek: &Peek<'_>, headers: &HeaderMap) -> Result<Extensions, Gatewa
     };
 
     let body_user: Option<Cow<'_, str>> = field(peek.x_user_id, "x_user_id", "a string")?;
-    let user_id = match body_user.as_deref().map(Ok).or_else(|| header("x-lexora-user").transpose()) {
+    let user_id = match body_user
+        .as_deref()
+        .map(Ok)
+        .or_else(|| header("x-lexora-user").transpose())
+    {
         None => None,
         Some(text) => {
             let text = text?.trim();
-            if text.is_empty() || text.len() > MAX_USER_ID_LEN || text.chars().any(char::is_control) {
+            if text.is_empty() || text.len() > MAX_USER_ID_LEN || text.chars().any(char::is_control)
+            {
                 return Err(GatewayError::InvalidRequest {
                     message: format!(
                         "`x_user_id` must be 1 to {MAX_USER_ID_LEN} printable characters"
@@ -268,16 +283,21 @@ fn extensions(peek: &Peek<'_>, headers: &HeaderMap) -> Result<Extensions, Gatewa
         }
     };
 
-    let seconds = match field::<f64>(peek.x_timeout, "x_timeout", "a number of seconds")? {
-        Some(seconds) => Some(seconds),
-        None => match header("x-lexora-timeout")? {
-            None => None,
-            Some(text) => Some(text.trim().parse::<f64>().map_err(|_| GatewayError::InvalidRequest {
-                message: "`x-lexora-timeout` must be a number of seconds".into(),
-                param: Some("x_timeout"),
-            })?),
-        },
-    };
+    let seconds =
+        match field::<f64>(peek.x_timeout, "x_timeout", "a number of seconds")? {
+            Some(seconds) => Some(seconds),
+            None => {
+                match header("x-lexora-timeout")? {
+                    None => None,
+                    Some(text) => Some(text.trim().parse::<f64>().map_err(|_| {
+                        GatewayError::InvalidRequest {
+                            message: "`x-lexora-timeout` must be a number of seconds".into(),
+                            param: Some("x_timeout"),
+                        }
+                    })?),
+                }
+            }
+        };
     let timeout = match seconds {
         None => None,
         Some(s) => Some(
@@ -327,7 +347,9 @@ fn rewrite(body: &[u8], fill_model: Option<&str>, add_usage: bool) -> Result<Byt
         options_json = serde_json::value::to_raw_value(&options).map_err(internal)?;
         object.insert(Cow::Borrowed("stream_options"), &options_json);
     }
-    serde_json::to_vec(&object).map(Bytes::from).map_err(internal)
+    serde_json::to_vec(&object)
+        .map(Bytes::from)
+        .map_err(internal)
 }
 
 fn internal(e: serde_json::Error) -> GatewayError {

@@ -134,8 +134,16 @@ impl Drop for RequestRecord {
         }
         let error = self.status >= 400 || self.error.is_some();
         let usage = self.usage.unwrap_or_default();
-        let model = if self.model.is_empty() { "(none)" } else { &self.model };
-        let user = if self.user.is_empty() { crate::identify::ANONYMOUS } else { &self.user };
+        let model = if self.model.is_empty() {
+            "(none)"
+        } else {
+            &self.model
+        };
+        let user = if self.user.is_empty() {
+            crate::identify::ANONYMOUS
+        } else {
+            &self.user
+        };
         self.recorder.stats.record(
             model,
             user,

@@ -36,14 +36,62 @@ pub fn is_event_stream(response: &Response<Body>) -> bool {
         .is_some_and(|v| v.starts_with("text/event-stream"))
 }
 
-/// Relays a streamed answer.
-pub fn stream(upstream: Response<Body>, record: RequestRecord, strip_usage: bool, deadline: Instant) -> Response {
+/// Waits for the first bytes of a streamed answer. Until they arrive
+/// nothing has been sent to the client, so a failure here is still an
+/// ordinary (and retryable) error response rather than a broken stream.
+/// Costs no latency: the client could not use the head without them.
+pub async fn first_chunk(
+    body: &mut Body,
+    backend: &str,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<Bytes, GatewayError> {
+    loop {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                return Err(GatewayError::UpstreamTimeout {
+                    backend: backend.to_owned(),
+                    after: timeout,
+                })
+            }
+            Ok(None) => return Ok(Bytes::new()),
+            Ok(Some(Err(e))) => {
+                return Err(GatewayError::UpstreamReset {
+                    backend: backend.to_owned(),
+                    reason: format!(
+                        "before the first event: {}",
+                        crate::upstream::root_cause(&e)
+                    ),
+                })
+            }
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    if !data.is_empty() {
+                        return Ok(data);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Relays a streamed answer whose first bytes were already read.
+pub fn stream(
+    upstream: Response<Body>,
+    first: Bytes,
+    record: RequestRecord,
+    strip_usage: bool,
+    deadline: Instant,
+) -> Response {
     let (parts, body) = upstream.into_parts();
-    let relay = sse::SseRelay::new(body, record, strip_usage, deadline);
+    let relay = sse::SseRelay::new(body, first, record, strip_usage, deadline);
     let mut response = Response::new(Body::new(relay));
     *response.status_mut() = parts.status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Tell buffering proxies in front of Lexora (nginx) to pass chunks on.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
@@ -77,12 +125,19 @@ pub async fn complete(
         .get(header::CONTENT_TYPE)
         .cloned()
         .unwrap_or(HeaderValue::from_static("application/json"));
-    response.headers_mut().insert(header::CONTENT_TYPE, content_type);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, content_type);
     Ok(response)
 }
 
 /// Converts an engine's error answer into a [`GatewayError`].
-pub async fn upstream_error(upstream: Response<Body>, backend: &str, deadline: Instant, timeout: Duration) -> GatewayError {
+pub async fn upstream_error(
+    upstream: Response<Body>,
+    backend: &str,
+    deadline: Instant,
+    timeout: Duration,
+) -> GatewayError {
     let (parts, body) = upstream.into_parts();
     let bytes = match read_body(body, MAX_ERROR_BODY, backend, deadline, timeout).await {
         Ok(bytes) => bytes,
@@ -95,7 +150,13 @@ pub async fn upstream_error(upstream: Response<Body>, backend: &str, deadline: I
     }
 }
 
-async fn read_body(body: Body, limit: usize, backend: &str, deadline: Instant, timeout: Duration) -> Result<Bytes, GatewayError> {
+async fn read_body(
+    body: Body,
+    limit: usize,
+    backend: &str,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<Bytes, GatewayError> {
     let collect = Limited::new(body, limit).collect();
     match tokio::time::timeout_at(deadline, collect).await {
         Err(_) => Err(GatewayError::UpstreamTimeout {
@@ -104,7 +165,10 @@ async fn read_body(body: Body, limit: usize, backend: &str, deadline: Instant, t
         }),
         Ok(Err(e)) => Err(GatewayError::UpstreamReset {
             backend: backend.to_owned(),
-            reason: format!("while reading the answer: {}", crate::upstream::root_cause(e.as_ref())),
+            reason: format!(
+                "while reading the answer: {}",
+                crate::upstream::root_cause(e.as_ref())
+            ),
         }),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
     }

@@ -36,12 +36,16 @@ impl Routes {
     /// The backend for `model`; without a model, the first backend.
     pub fn pick(&self, model: Option<&str>) -> Result<&Arc<Backend>, GatewayError> {
         let Some(model) = model else {
-            return self.backends.first().ok_or_else(|| GatewayError::Unavailable {
-                message: "no backend is configured".into(),
-            });
+            return self
+                .backends
+                .first()
+                .ok_or_else(|| GatewayError::Unavailable {
+                    message: "no backend is configured".into(),
+                });
         };
         let named = self.backends.iter().find(|b| {
-            b.config.models.iter().any(|m| m == model) || b.health().models.iter().any(|m| m == model)
+            b.config.models.iter().any(|m| m == model)
+                || b.health().models.iter().any(|m| m == model)
         });
         named
             .or_else(|| self.backends.iter().find(|b| b.serves(model)))

@@ -82,10 +82,16 @@ pub async fn health(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
         _ => "degraded",
     };
     let uptime = gateway.started.elapsed().as_secs();
-    let views: BTreeMap<&str, BackendView> = backends.iter().map(|b| (b.name(), backend_view(b))).collect();
+    let views: BTreeMap<&str, BackendView> = backends
+        .iter()
+        .map(|b| (b.name(), backend_view(b)))
+        .collect();
     // Seed 001's `vllm_status` speaks of the main engine: the backend named
     // vllm, else the first one.
-    let main = backends.iter().find(|b| b.name() == "vllm").or(backends.first());
+    let main = backends
+        .iter()
+        .find(|b| b.name() == "vllm")
+        .or(backends.first());
     let model = gateway
         .config
         .default_model
@@ -112,8 +118,16 @@ pub async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
         .filter(|b| b.health().reachable())
         .map(|b| b.name())
         .collect();
-    let status = if reachable.is_empty() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-    (status, Json(json!({"ready": !reachable.is_empty(), "reachable_backends": reachable}))).into_response()
+    let status = if reachable.is_empty() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (
+        status,
+        Json(json!({"ready": !reachable.is_empty(), "reachable_backends": reachable})),
+    )
+        .into_response()
 }
 
 /// `GET /stats`: seed 001's fields plus per-model and per-user breakdowns.
@@ -121,7 +135,10 @@ pub async fn stats(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
     let view = gateway.recorder.stats.view();
     let mut value = serde_json::to_value(view).unwrap_or_else(|_| json!({}));
     if let Value::Object(map) = &mut value {
-        map.insert("uptime_seconds".into(), json!(gateway.started.elapsed().as_secs()));
+        map.insert(
+            "uptime_seconds".into(),
+            json!(gateway.started.elapsed().as_secs()),
+        );
     }
     Json(value)
 }
@@ -129,15 +146,24 @@ pub async fn stats(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
 /// `GET /metrics`: Prometheus text exposition.
 pub async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
     let Some(handle) = &gateway.metrics else {
-        return crate::error::GatewayError::UnknownEndpoint { path: "/metrics (metrics.enabled is false)".into() }
-            .into_response();
+        return crate::error::GatewayError::UnknownEndpoint {
+            path: "/metrics (metrics.enabled is false)".into(),
+        }
+        .into_response();
     };
     for backend in gateway.routes.backends() {
-        let up = if backend.health().reachable() { 1.0 } else { 0.0 };
+        let up = if backend.health().reachable() {
+            1.0
+        } else {
+            0.0
+        };
         gauge!("lexora_backend_up", "backend" => backend.name().to_owned()).set(up);
     }
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         handle.render(),
     )
         .into_response()
@@ -146,7 +172,10 @@ pub async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
 /// `GET /v1/models`: every model of every backend, from config and from
 /// what the engines reported, so the list survives a backend being down.
 pub async fn models(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
-    let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let data: Vec<Value> = gateway
         .routes
         .models()
@@ -162,7 +191,10 @@ mod tests {
 
     #[test]
     fn uptime_reads_like_seed_001() {
-        assert_eq!(uptime_text(3 * 86_400 + 4 * 3600 + 12 * 60 + 5), "3d 4h 12m");
+        assert_eq!(
+            uptime_text(3 * 86_400 + 4 * 3600 + 12 * 60 + 5),
+            "3d 4h 12m"
+        );
         assert_eq!(uptime_text(3700), "1h 1m");
         assert_eq!(uptime_text(65), "1m 5s");
     }

@@ -14,10 +14,14 @@ use crate::config::{LogFormat, LoggingConfig};
 /// a slow terminal or journal never stalls a request; keep the returned
 /// guard alive to flush them at exit.
 pub fn init_logging(config: &LoggingConfig) -> WorkerGuard {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(ansi);
     // A second init (tests) keeps the first subscriber.
     let _ = match config.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -29,7 +33,8 @@ pub fn init_logging(config: &LoggingConfig) -> WorkerGuard {
 /// Latency buckets, in seconds: from sub-millisecond gateway overhead to
 /// the multi-minute generations of large models.
 const BUCKETS: [f64; 17] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0,
 ];
 
 /// Installs the global Prometheus recorder and describes Lexora's metrics.
@@ -39,13 +44,30 @@ pub fn init_metrics() -> Result<PrometheusHandle, String> {
         .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| e.to_string())?;
-    describe_counter!("lexora_requests_total", "Requests finished, by endpoint, model and status.");
-    describe_histogram!("lexora_request_duration_seconds", Unit::Seconds, "Time from arrival to the last byte.");
-    describe_histogram!("lexora_time_to_first_byte_seconds", Unit::Seconds, "Time from arrival to the first byte of the answer.");
-    describe_counter!("lexora_tokens_total", "Tokens reported by engines, by model and kind (prompt, completion).");
+    describe_counter!(
+        "lexora_requests_total",
+        "Requests finished, by endpoint, model and status."
+    );
+    describe_histogram!(
+        "lexora_request_duration_seconds",
+        Unit::Seconds,
+        "Time from arrival to the last byte."
+    );
+    describe_histogram!(
+        "lexora_time_to_first_byte_seconds",
+        Unit::Seconds,
+        "Time from arrival to the first byte of the answer."
+    );
+    describe_counter!(
+        "lexora_tokens_total",
+        "Tokens reported by engines, by model and kind (prompt, completion)."
+    );
     describe_counter!("lexora_errors_total", "Failed requests, by error kind.");
     describe_gauge!("lexora_requests_in_flight", "Requests being served now.");
-    describe_gauge!("lexora_backend_up", "1 when the backend's last health probe succeeded.");
+    describe_gauge!(
+        "lexora_backend_up",
+        "1 when the backend's last health probe succeeded."
+    );
     Ok(handle)
 }
 

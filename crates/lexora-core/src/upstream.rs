@@ -32,7 +32,7 @@ pub use health::BackendHealth;
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 enum Transport {
-    Http { client: HttpClient, base: String },
+    Http { client: Box<HttpClient>, base: String },
     InProcess(axum::Router),
 }
 
@@ -47,7 +47,9 @@ pub struct Backend {
 
 impl std::fmt::Debug for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Backend").field("name", &self.config.name).finish_non_exhaustive()
+        f.debug_struct("Backend")
+            .field("name", &self.config.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -55,9 +57,11 @@ impl Backend {
     /// Builds the backend's transport (HTTP pool or in-process engine).
     pub fn new(config: BackendConfig) -> Result<Self, GatewayError> {
         let transport = match (&config.kind, &config.url) {
-            (BackendKind::Mock, _) => Transport::InProcess(MockEngine::new(config.mock.clone()).router()),
+            (BackendKind::Mock, _) => {
+                Transport::InProcess(MockEngine::new(config.mock.clone()).router())
+            }
             (BackendKind::OpenAiCompatible, Some(url)) => Transport::Http {
-                client: http_client(config.connect_timeout)?,
+                client: Box::new(http_client(config.connect_timeout)?),
                 base: url.as_str().trim_end_matches('/').to_owned(),
             },
             (BackendKind::OpenAiCompatible, None) => {
@@ -66,18 +70,21 @@ impl Backend {
                 })
             }
         };
-        let authorization = match &config.api_key {
-            Some(key) => {
-                let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
-                    GatewayError::Internal {
-                        message: format!("backend `{}`: api_key is not a valid header value", config.name),
-                    }
-                })?;
-                value.set_sensitive(true);
-                Some(value)
-            }
-            None => None,
-        };
+        let authorization =
+            match &config.api_key {
+                Some(key) => {
+                    let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose()))
+                        .map_err(|_| GatewayError::Internal {
+                            message: format!(
+                                "backend `{}`: api_key is not a valid header value",
+                                config.name
+                            ),
+                        })?;
+                    value.set_sensitive(true);
+                    Some(value)
+                }
+                None => None,
+            };
         let health = ArcSwap::from_pointee(BackendHealth::unknown(&config));
         Ok(Self {
             config,
@@ -207,7 +214,9 @@ pub(crate) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
 fn chain_has_io_kind(error: &(dyn std::error::Error + 'static), kind: std::io::ErrorKind) -> bool {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = current {
-        if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == kind) {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == kind)
+        {
             return true;
         }
         current = e.source();
@@ -232,6 +241,9 @@ mod tests {
         assert!(wrapped.source().is_some());
         assert_eq!(root_cause(&wrapped), "refused");
         assert!(chain_has_io_kind(&wrapped, std::io::ErrorKind::TimedOut));
-        assert!(!chain_has_io_kind(&wrapped, std::io::ErrorKind::ConnectionReset));
+        assert!(!chain_has_io_kind(
+            &wrapped,
+            std::io::ErrorKind::ConnectionReset
+        ));
     }
 }

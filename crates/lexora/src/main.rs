@@ -119,7 +119,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn config_check(file: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(Some(file)).map_err(|e| anyhow!("{e}"))?;
     let text = config::to_yaml(&config.raw).context("printing the configuration")?;
-    println!("# {} is valid. Effective configuration (secrets masked):", file.display());
+    println!(
+        "# {} is valid. Effective configuration (secrets masked):",
+        file.display()
+    );
     print!("{text}");
     Ok(())
 }
@@ -143,15 +146,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = load_config(&args)?;
     let _log_guard = telemetry::init_logging(&config.logging);
     let metrics = if config.metrics.enabled {
-        Some(telemetry::init_metrics().map_err(|e| anyhow!("installing the metrics recorder: {e}"))?)
+        Some(
+            telemetry::init_metrics()
+                .map_err(|e| anyhow!("installing the metrics recorder: {e}"))?,
+        )
     } else {
         None
     };
 
     let address = (config.server.host.as_str(), config.server.port);
-    let listener = TcpListener::bind(address)
-        .await
-        .with_context(|| format!("listening on {}:{} (server.host, server.port)", address.0, address.1))?;
+    let listener = TcpListener::bind(address).await.with_context(|| {
+        format!(
+            "listening on {}:{} (server.host, server.port)",
+            address.0, address.1
+        )
+    })?;
     let metrics_listener = match config.metrics.port.filter(|_| config.metrics.enabled) {
         Some(port) => Some(
             TcpListener::bind((config.server.host.as_str(), port))
@@ -160,14 +169,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let local = listener.local_addr().context("reading the listen address")?;
+    let local = listener
+        .local_addr()
+        .context("reading the listen address")?;
 
     match &config.file {
         Some(file) => tracing::info!(file = %file.display(), "configuration loaded"),
         None => tracing::info!("no config file; using defaults and LEXORA_* variables"),
     }
     for backend in &config.backends {
-        let target = backend.url.as_ref().map_or_else(|| "in-process".to_owned(), |u| u.to_string());
+        let target = backend
+            .url
+            .as_ref()
+            .map_or_else(|| "in-process".to_owned(), |u| u.to_string());
         tracing::info!(backend = %backend.name, target = %target, models = ?backend.models, "backend configured");
     }
     let gateway = Gateway::new(config, metrics).map_err(|e| anyhow!("{e}"))?;
@@ -193,7 +207,9 @@ async fn mock(args: MockArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("listening on {}:{}", args.host, args.port))?;
-    let local = listener.local_addr().context("reading the listen address")?;
+    let local = listener
+        .local_addr()
+        .context("reading the listen address")?;
     announce("lexora mock engine listening on", local);
     let shutdown = CancellationToken::new();
     let signals = shutdown_on_signal(shutdown.clone());
@@ -228,7 +244,10 @@ fn shutdown_on_signal(token: CancellationToken) -> tokio::task::JoinHandle<()> {
 #[cfg(unix)]
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

@@ -183,7 +183,8 @@ fn parse_file(path: &Path, text: &str) -> Result<Value, String> {
 }
 
 fn lookup<'a>(tree: &'a Value, path: &[impl AsRef<str>]) -> Option<&'a Value> {
-    path.iter().try_fold(tree, |node, key| node.get(key.as_ref()))
+    path.iter()
+        .try_fold(tree, |node, key| node.get(key.as_ref()))
 }
 
 /// Environment values are strings; give them the type the key expects so

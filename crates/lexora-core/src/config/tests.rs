@@ -32,7 +32,8 @@ mod tempdir {
     impl Dir {
         pub fn new() -> Self {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let path = std::env::temp_dir().join(format!("lexora-config-test-{}-{n}", std::process::id()));
+            let path =
+                std::env::temp_dir().join(format!("lexora-config-test-{}-{n}", std::process::id()));
             std::fs::create_dir_all(&path).expect("create temp dir");
             Self(path)
         }
@@ -62,7 +63,10 @@ fn defaults_match_seed_000() {
     assert_eq!(config.backends.len(), 1);
     let vllm = &config.backends[0];
     assert_eq!(vllm.name, "vllm");
-    assert_eq!(vllm.url.as_ref().map(Url::as_str), Some("http://localhost:8000/"));
+    assert_eq!(
+        vllm.url.as_ref().map(Url::as_str),
+        Some("http://localhost:8000/")
+    );
     assert_eq!(vllm.timeout, Duration::from_secs(120));
     assert_eq!(vllm.connect_timeout, Duration::from_secs(5));
     assert_eq!(config.logging.level, "info");
@@ -122,7 +126,10 @@ fn every_seed_000_variable_works() {
     ];
     let config = load_with(None, &env).expect("env loads");
     let vllm = &config.backends[0];
-    assert_eq!(vllm.url.as_ref().map(Url::as_str), Some("http://engine:9000/"));
+    assert_eq!(
+        vllm.url.as_ref().map(Url::as_str),
+        Some("http://engine:9000/")
+    );
     assert_eq!(vllm.timeout, Duration::from_secs_f64(30.5));
     assert_eq!(vllm.connect_timeout, Duration::from_secs(2));
     assert_eq!(config.server.host, "127.0.0.1");
@@ -162,7 +169,10 @@ fn vllm_url_variable_reaches_a_seed_001_backend() {
 
 #[test]
 fn unrelated_lexora_variables_are_ignored() {
-    let config = load_with(None, &[("LEXORA_CONFIG", "x.yaml"), ("LEXORA_CACHE_DIR", "/tmp")]);
+    let config = load_with(
+        None,
+        &[("LEXORA_CONFIG", "x.yaml"), ("LEXORA_CACHE_DIR", "/tmp")],
+    );
     assert!(config.is_ok());
 }
 
@@ -227,7 +237,10 @@ fn url_without_scheme_is_rejected() {
 fn v1_suffix_is_stripped_from_urls() {
     let (_dir, path) = write_yaml("vllm:\n  url: http://h:8000/v1/\n");
     let config = load_with(Some(&path), &[]).expect("loads");
-    assert_eq!(config.backends[0].url.as_ref().map(Url::as_str), Some("http://h:8000/"));
+    assert_eq!(
+        config.backends[0].url.as_ref().map(Url::as_str),
+        Some("http://h:8000/")
+    );
 }
 
 #[test]
@@ -235,16 +248,28 @@ fn bad_values_name_their_keys() {
     for (yaml, key) in [
         ("logging:\n  level: loud\n", "logging.level"),
         ("logging:\n  format: xml\n", "logging.format"),
-        ("backends:\n  a:\n    type: carrier-pigeon\n    url: http://x\n", "backends.a.type"),
-        ("backends:\n  a:\n    enabled: false\n    url: http://x\n", "backends"),
+        (
+            "backends:\n  a:\n    type: carrier-pigeon\n    url: http://x\n",
+            "backends.a.type",
+        ),
+        (
+            "backends:\n  a:\n    enabled: false\n    url: http://x\n",
+            "backends",
+        ),
         ("retry:\n  max_attempts: 0\n", "retry.max_attempts"),
         ("server:\n  max_body_size: 0\n", "server.max_body_size"),
-        ("backends:\n  a:\n    url: http://x\n    models:\n      - name: ''\n", "backends.a.models[0].name"),
+        (
+            "backends:\n  a:\n    url: http://x\n    models:\n      - name: ''\n",
+            "backends.a.models[0].name",
+        ),
         ("backends:\n  a:\n    models: 3\n", "backends.a.models"),
     ] {
         let (_dir, path) = write_yaml(yaml);
         let text = error_text(load_with(Some(&path), &[]));
-        assert!(text.contains(&format!("key `{key}`")), "{yaml:?} gave {text}");
+        assert!(
+            text.contains(&format!("key `{key}`")),
+            "{yaml:?} gave {text}"
+        );
         assert!(text.contains(&path.display().to_string()), "{text}");
     }
 }
@@ -282,7 +307,8 @@ fn secrets_are_masked_when_printed() {
 
 #[test]
 fn mock_backend_needs_no_url() {
-    let (_dir, path) = write_yaml("backends:\n  demo:\n    type: mock\n    models:\n      - name: demo-model\n");
+    let (_dir, path) =
+        write_yaml("backends:\n  demo:\n    type: mock\n    models:\n      - name: demo-model\n");
     let config = load_with(Some(&path), &[]).expect("loads");
     assert_eq!(config.backends[0].kind, BackendKind::Mock);
     assert_eq!(config.backends[0].mock.models, ["demo-model"]);

@@ -27,20 +27,27 @@ impl Checker<'_> {
     /// A strictly positive, finite number of seconds.
     fn seconds(&self, key: &str, value: f64) -> Result<Duration, ConfigError> {
         if !value.is_finite() || value <= 0.0 {
-            return Err(self.fail(key, format!("must be a positive number of seconds, got {value}")));
+            return Err(self.fail(
+                key,
+                format!("must be a positive number of seconds, got {value}"),
+            ));
         }
         Duration::try_from_secs_f64(value).map_err(|e| self.fail(key, e.to_string()))
     }
 
     fn non_negative(&self, key: &str, value: f64) -> Result<f64, ConfigError> {
         if !value.is_finite() || value < 0.0 {
-            return Err(self.fail(key, format!("must be zero or a positive number, got {value}")));
+            return Err(self.fail(
+                key,
+                format!("must be zero or a positive number, got {value}"),
+            ));
         }
         Ok(value)
     }
 
     fn url(&self, key: &str, value: &str) -> Result<Url, ConfigError> {
-        let hint = || format!("`{value}` is not an http(s) URL (expected e.g. http://localhost:8000)");
+        let hint =
+            || format!("`{value}` is not an http(s) URL (expected e.g. http://localhost:8000)");
         let mut url = Url::parse(value).map_err(|_| self.fail(key, hint()))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(self.fail(key, hint()));
@@ -228,7 +235,10 @@ fn validate_backend(
     let mut models = Vec::with_capacity(backend.models.len());
     for (i, model) in backend.models.iter().enumerate() {
         if model.name.trim().is_empty() {
-            return Err(check.fail(&format!("backends.{name}.models[{i}].name"), "must not be empty"));
+            return Err(check.fail(
+                &format!("backends.{name}.models[{i}].name"),
+                "must not be empty",
+            ));
         }
         models.push(model.name.clone());
     }
@@ -245,7 +255,8 @@ fn validate_backend(
     let mut mock = MockConfig::default();
     if let Some(raw) = &backend.mock {
         mock.latency = Duration::from_millis(raw.latency_ms);
-        mock.tokens_per_second = check.non_negative(&key("mock.tokens_per_second"), raw.tokens_per_second)?;
+        mock.tokens_per_second =
+            check.non_negative(&key("mock.tokens_per_second"), raw.tokens_per_second)?;
         mock.chunks = raw.chunks;
         mock.embedding_dim = raw.embedding_dim.max(1);
     }

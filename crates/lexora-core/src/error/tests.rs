@@ -6,7 +6,11 @@ fn rendered(error: GatewayError) -> String {
     let status = error.status();
     let body: serde_json::Value =
         serde_json::from_slice(&error.body()).expect("error bodies are JSON");
-    format!("{}\n{}", status.as_u16(), serde_json::to_string_pretty(&body).expect("json"))
+    format!(
+        "{}\n{}",
+        status.as_u16(),
+        serde_json::to_string_pretty(&body).expect("json")
+    )
 }
 
 #[test]
@@ -25,9 +29,22 @@ fn every_gateway_error_is_openai_shaped() {
                 param: Some("x_priority"),
             },
         ),
-        ("payload_too_large", GatewayError::PayloadTooLarge { limit: 1024 }),
-        ("model_not_found", GatewayError::ModelNotFound { model: "gpt-9".into() }),
-        ("unknown_endpoint", GatewayError::UnknownEndpoint { path: "/v1/nope".into() }),
+        (
+            "payload_too_large",
+            GatewayError::PayloadTooLarge { limit: 1024 },
+        ),
+        (
+            "model_not_found",
+            GatewayError::ModelNotFound {
+                model: "gpt-9".into(),
+            },
+        ),
+        (
+            "unknown_endpoint",
+            GatewayError::UnknownEndpoint {
+                path: "/v1/nope".into(),
+            },
+        ),
         (
             "upstream_connect",
             GatewayError::UpstreamConnect {
@@ -51,9 +68,16 @@ fn every_gateway_error_is_openai_shaped() {
         ),
         (
             "unavailable",
-            GatewayError::Unavailable { message: "no backend is reachable".into() },
+            GatewayError::Unavailable {
+                message: "no backend is reachable".into(),
+            },
         ),
-        ("internal", GatewayError::Internal { message: "bug".into() }),
+        (
+            "internal",
+            GatewayError::Internal {
+                message: "bug".into(),
+            },
+        ),
     ];
     for (name, error) in cases {
         insta::assert_snapshot!(name, rendered(error));
@@ -64,7 +88,9 @@ fn every_gateway_error_is_openai_shaped() {
 fn upstream_status_passes_its_body_and_retry_after() {
     let error = GatewayError::UpstreamStatus {
         status: StatusCode::TOO_MANY_REQUESTS,
-        body: Bytes::from_static(br#"{"error":{"message":"slow down","type":"rate_limit","param":null,"code":null}}"#),
+        body: Bytes::from_static(
+            br#"{"error":{"message":"slow down","type":"rate_limit","param":null,"code":null}}"#,
+        ),
         retry_after: Some(HeaderValue::from_static("3")),
     };
     assert!(error.retryable());
@@ -76,9 +102,17 @@ fn upstream_status_passes_its_body_and_retry_after() {
 
 #[test]
 fn retryable_only_for_transient_upstream_faults() {
-    assert!(GatewayError::UpstreamConnect { backend: "a".into(), reason: "x".into() }.retryable());
+    assert!(GatewayError::UpstreamConnect {
+        backend: "a".into(),
+        reason: "x".into()
+    }
+    .retryable());
     assert!(!GatewayError::ModelNotFound { model: "m".into() }.retryable());
-    assert!(!GatewayError::UpstreamTimeout { backend: "a".into(), after: Duration::ZERO }.retryable());
+    assert!(!GatewayError::UpstreamTimeout {
+        backend: "a".into(),
+        after: Duration::ZERO
+    }
+    .retryable());
     let bad = GatewayError::UpstreamStatus {
         status: StatusCode::BAD_REQUEST,
         body: Bytes::new(),

@@ -5,8 +5,22 @@ use serde_json::{json, Value};
 
 /// Words the mock "generates", in order.
 const WORDS: [&str; 16] = [
-    "Lexora", "keeps", "the", "engines", "reachable,", "fair", "and", "observable;", "it", "never",
-    "invents", "answers.", "Tokens", "flow", "through", "unchanged.",
+    "Lexora",
+    "keeps",
+    "the",
+    "engines",
+    "reachable,",
+    "fair",
+    "and",
+    "observable;",
+    "it",
+    "never",
+    "invents",
+    "answers.",
+    "Tokens",
+    "flow",
+    "through",
+    "unchanged.",
 ];
 
 /// The `i`-th generated token, with the leading space a tokenizer would give.
@@ -57,7 +71,9 @@ fn content_words(content: Option<&Value>) -> u32 {
 
 /// Token ids for `/tokenize`: a stable hash per word.
 pub fn tokenize(text: &str) -> Vec<u32> {
-    text.split_whitespace().map(|w| (fnv1a(w.as_bytes()) % 32_000) as u32).collect()
+    text.split_whitespace()
+        .map(|w| (fnv1a(w.as_bytes()) % 32_000) as u32)
+        .collect()
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -78,7 +94,12 @@ pub fn embedding(input: &str, dim: u32) -> Vec<f32> {
             (state % 2000) as f32 / 1000.0 - 1.0
         })
         .collect();
-    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::EPSILON);
+    let norm = vector
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::EPSILON);
     vector.iter_mut().for_each(|x| *x /= norm);
     vector
 }

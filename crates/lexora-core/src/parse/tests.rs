@@ -1,7 +1,12 @@
 use super::*;
 
 fn parse_json(body: &str, default_model: Option<&str>) -> Result<ParsedRequest, GatewayError> {
-    parse(Endpoint::ChatCompletions, Bytes::from(body.to_owned()), &HeaderMap::new(), default_model)
+    parse(
+        Endpoint::ChatCompletions,
+        Bytes::from(body.to_owned()),
+        &HeaderMap::new(),
+        default_model,
+    )
 }
 
 fn json(bytes: &Bytes) -> serde_json::Value {
@@ -12,7 +17,11 @@ fn json(bytes: &Bytes) -> serde_json::Value {
 fn untouched_body_is_forwarded_as_the_same_bytes() {
     let body = r#"{"model":"m","messages":[],"top_k":5,  "chat_template_kwargs":{"enable_thinking":false}}"#;
     let parsed = parse_json(body, None).expect("parses");
-    assert_eq!(parsed.body, body.as_bytes(), "no rewrite when nothing must change");
+    assert_eq!(
+        parsed.body,
+        body.as_bytes(),
+        "no rewrite when nothing must change"
+    );
     assert_eq!(parsed.model.as_deref(), Some("m"));
     assert!(!parsed.stream);
 }
@@ -44,8 +53,13 @@ fn headers_supply_extensions_when_the_body_does_not() {
     headers.insert("x-lexora-priority", "low".parse().expect("header"));
     headers.insert("x-lexora-user", "alice".parse().expect("header"));
     headers.insert("x-lexora-timeout", "7".parse().expect("header"));
-    let parsed = parse(Endpoint::Completions, Bytes::from_static(b"{\"model\":\"m\"}"), &headers, None)
-        .expect("parses");
+    let parsed = parse(
+        Endpoint::Completions,
+        Bytes::from_static(b"{\"model\":\"m\"}"),
+        &headers,
+        None,
+    )
+    .expect("parses");
     assert_eq!(parsed.extensions.priority, Some(Priority::Low));
     assert_eq!(parsed.extensions.user_id.as_deref(), Some("alice"));
     assert_eq!(parsed.extensions.timeout, Some(Duration::from_secs(7)));
@@ -72,8 +86,11 @@ fn streams_ask_for_usage_and_remember_who_asked() {
     assert!(asked.client_wants_usage);
     assert_eq!(asked.body, body.as_bytes());
 
-    let other = parse_json(r#"{"model":"m","stream":true,"stream_options":{"continuous_usage_stats":false}}"#, None)
-        .expect("parses");
+    let other = parse_json(
+        r#"{"model":"m","stream":true,"stream_options":{"continuous_usage_stats":false}}"#,
+        None,
+    )
+    .expect("parses");
     let options = &json(&other.body)["stream_options"];
     assert_eq!(options["include_usage"], true);
     assert_eq!(options["continuous_usage_stats"], false);
@@ -81,8 +98,13 @@ fn streams_ask_for_usage_and_remember_who_asked() {
 
 #[test]
 fn embeddings_never_stream() {
-    let parsed = parse(Endpoint::Embeddings, Bytes::from_static(b"{\"input\":\"x\",\"stream\":true}"), &HeaderMap::new(), None)
-        .expect("parses");
+    let parsed = parse(
+        Endpoint::Embeddings,
+        Bytes::from_static(b"{\"input\":\"x\",\"stream\":true}"),
+        &HeaderMap::new(),
+        None,
+    )
+    .expect("parses");
     assert!(!parsed.stream);
 }
 
@@ -98,20 +120,68 @@ fn malformed_json_says_where() {
 fn non_objects_and_empty_bodies_are_rejected() {
     for body in ["", "  ", "[1,2]", "\"text\"", "hello"] {
         let err = parse_json(body, None).expect_err(body);
-        assert!(matches!(err, GatewayError::InvalidJson { .. }), "{body:?}: {err:?}");
+        assert!(
+            matches!(err, GatewayError::InvalidJson { .. }),
+            "{body:?}: {err:?}"
+        );
     }
 }
 
 #[test]
 fn wrong_types_are_invalid_requests_naming_the_field() {
     let err = parse_json(r#"{"model":5}"#, None).expect_err("bad model");
-    assert!(matches!(err, GatewayError::InvalidRequest { param: Some("model"), .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            GatewayError::InvalidRequest {
+                param: Some("model"),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let err = parse_json(r#"{"model":"m","x_priority":"urgent"}"#, None).expect_err("bad priority");
-    assert!(matches!(err, GatewayError::InvalidRequest { param: Some("x_priority"), .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            GatewayError::InvalidRequest {
+                param: Some("x_priority"),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let err = parse_json(r#"{"model":"m","x_timeout":-1}"#, None).expect_err("bad timeout");
-    assert!(matches!(err, GatewayError::InvalidRequest { param: Some("x_timeout"), .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            GatewayError::InvalidRequest {
+                param: Some("x_timeout"),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let err = parse_json(r#"{"model":"m","x_timeout":"soon"}"#, None).expect_err("bad timeout");
-    assert!(matches!(err, GatewayError::InvalidRequest { param: Some("x_timeout"), .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            GatewayError::InvalidRequest {
+                param: Some("x_timeout"),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let err = parse_json(r#"{"model":"m","x_user_id":""}"#, None).expect_err("bad user");
-    assert!(matches!(err, GatewayError::InvalidRequest { param: Some("x_user_id"), .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            GatewayError::InvalidRequest {
+                param: Some("x_user_id"),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }

@@ -41,9 +41,12 @@ impl Counters {
         if sample.error {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
-        self.prompt_tokens.fetch_add(sample.prompt_tokens, Ordering::Relaxed);
-        self.completion_tokens.fetch_add(sample.completion_tokens, Ordering::Relaxed);
-        self.latency_us.fetch_add(sample.latency_us, Ordering::Relaxed);
+        self.prompt_tokens
+            .fetch_add(sample.prompt_tokens, Ordering::Relaxed);
+        self.completion_tokens
+            .fetch_add(sample.completion_tokens, Ordering::Relaxed);
+        self.latency_us
+            .fetch_add(sample.latency_us, Ordering::Relaxed);
     }
 
     fn view(&self) -> CountersView {
@@ -193,7 +196,9 @@ impl Stats {
         let now = self.elapsed_secs();
         let total = self.total.view();
         let collect = |map: &DashMap<String, Counters>| {
-            map.iter().map(|entry| (entry.key().clone(), entry.value().view())).collect()
+            map.iter()
+                .map(|entry| (entry.key().clone(), entry.value().view()))
+                .collect()
         };
         StatsView {
             total_requests: total.requests,
@@ -261,7 +266,10 @@ mod tests {
         assert_eq!(stats.view().requests_per_minute, 2);
         tokio::time::advance(Duration::from_secs(45)).await;
         let view = stats.view();
-        assert_eq!(view.requests_per_minute, 1, "the first request left the minute window");
+        assert_eq!(
+            view.requests_per_minute, 1,
+            "the first request left the minute window"
+        );
         assert_eq!(view.errors_last_hour, 1);
         tokio::time::advance(Duration::from_secs(3600)).await;
         let view = stats.view();

@@ -33,6 +33,9 @@ pub struct SseRelay {
     deadline: Pin<Box<Sleep>>,
     /// A last frame to send before ending (an error event or leftovers).
     last: Option<Bytes>,
+    /// `pending` holds bytes read before the relay started (the first
+    /// chunk) that have not been looked at yet.
+    primed: bool,
     done: bool,
 }
 
@@ -45,12 +48,20 @@ struct UsageChunk {
 }
 
 impl SseRelay {
-    /// Relays `upstream`; `strip_usage` hides the usage-only chunk that
-    /// Lexora requested on the client's behalf.
-    pub fn new(upstream: Body, record: RequestRecord, strip_usage: bool, deadline: Instant) -> Self {
+    /// Relays `upstream`, starting with `first` (bytes already read from
+    /// it); `strip_usage` hides the usage-only chunk that Lexora requested
+    /// on the client's behalf.
+    pub fn new(
+        upstream: Body,
+        first: Bytes,
+        record: RequestRecord,
+        strip_usage: bool,
+        deadline: Instant,
+    ) -> Self {
         Self {
             upstream,
-            pending: BytesMut::new(),
+            primed: !first.is_empty(),
+            pending: BytesMut::from(&first[..]),
             record,
             strip_usage,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
@@ -76,7 +87,9 @@ impl SseRelay {
         for event in split_events(&events) {
             let mut keep = true;
             if find(event, b"\"usage\"").is_some() {
-                if let Some(chunk) = event_data(event).and_then(|data| serde_json::from_slice::<UsageChunk>(&data).ok()) {
+                if let Some(chunk) = event_data(event)
+                    .and_then(|data| serde_json::from_slice::<UsageChunk>(&data).ok())
+                {
                     if let Some(usage) = chunk.usage {
                         self.record.set_usage(usage);
                         keep = !(self.strip_usage && chunk.choices.is_some_and(|c| c.is_empty()));
@@ -126,7 +139,10 @@ impl HttpBody for SseRelay {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = &mut *self;
         loop {
             if let Some(last) = this.last.take() {
@@ -136,14 +152,25 @@ impl HttpBody for SseRelay {
             if this.done {
                 return Poll::Ready(None);
             }
+            if std::mem::take(&mut this.primed) {
+                if let Some(events) = this.complete_events() {
+                    return this.emit(events);
+                }
+            }
             if this.deadline.as_mut().poll(cx).is_ready() {
-                let event = this.fail("the stream exceeded the request timeout", "upstream_timeout", "upstream_timeout");
+                let event = this.fail(
+                    "the stream exceeded the request timeout",
+                    "upstream_timeout",
+                    "upstream_timeout",
+                );
                 this.last = Some(event);
                 continue;
             }
             match ready!(Pin::new(&mut this.upstream).poll_frame(cx)) {
                 Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else { continue };
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
                     this.pending.extend_from_slice(&data);
                     if let Some(events) = this.complete_events() {
                         return this.emit(events);

@@ -14,9 +14,24 @@ fn openai_shaped_errors_pass_unchanged() {
 
 #[test]
 fn other_error_shapes_are_wrapped_keeping_the_message() {
-    insta::assert_json_snapshot!("vllm_flat", normalized(400, r#"{"object":"error","message":"bad temperature","type":"BadRequestError","param":null,"code":400}"#));
-    insta::assert_json_snapshot!("fastapi_detail", normalized(422, r#"{"detail":[{"loc":["body","messages"],"msg":"field required"}]}"#));
-    insta::assert_json_snapshot!("bare_string", normalized(429, r#"{"error":"too many requests"}"#));
+    insta::assert_json_snapshot!(
+        "vllm_flat",
+        normalized(
+            400,
+            r#"{"object":"error","message":"bad temperature","type":"BadRequestError","param":null,"code":400}"#
+        )
+    );
+    insta::assert_json_snapshot!(
+        "fastapi_detail",
+        normalized(
+            422,
+            r#"{"detail":[{"loc":["body","messages"],"msg":"field required"}]}"#
+        )
+    );
+    insta::assert_json_snapshot!(
+        "bare_string",
+        normalized(429, r#"{"error":"too many requests"}"#)
+    );
     insta::assert_json_snapshot!("plain_text", normalized(502, "Bad Gateway\n"));
     insta::assert_json_snapshot!("empty", normalized(503, ""));
 }

@@ -63,9 +63,17 @@ pub async fn probe(backend: &Backend, timeout: Duration) -> BackendHealth {
     let started = tokio::time::Instant::now();
     let request_id = HeaderValue::from_static("lexora-health-probe");
     let attempt = async {
-        let response = backend.send(Method::GET, "/v1/models", Bytes::new(), &request_id).await.map_err(|e| e.to_string())?;
+        let response = backend
+            .send(Method::GET, "/v1/models", Bytes::new(), &request_id)
+            .await
+            .map_err(|e| e.to_string())?;
         let status = response.status();
-        let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
         if !status.is_success() {
             return Err(format!("GET /v1/models answered {status}"));
         }
@@ -78,7 +86,10 @@ pub async fn probe(backend: &Backend, timeout: Duration) -> BackendHealth {
         Ok(outcome) => outcome,
         Err(_) => Err(format!("no answer within {}s", timeout.as_secs_f64())),
     };
-    let checked_at = SystemTime::now().duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs());
+    let checked_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs());
     let latency_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
     match outcome {
         Ok(models) => BackendHealth {
@@ -101,7 +112,12 @@ pub async fn probe(backend: &Backend, timeout: Duration) -> BackendHealth {
 }
 
 /// Probes every backend now and then at `interval` until cancelled.
-pub async fn run(backends: Vec<Arc<Backend>>, interval: Duration, timeout: Duration, cancel: CancellationToken) {
+pub async fn run(
+    backends: Vec<Arc<Backend>>,
+    interval: Duration,
+    timeout: Duration,
+    cancel: CancellationToken,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -16,10 +16,23 @@ const DONE: &str = "data: [DONE]\n\n";
 /// client saw and the recorder that counted the request.
 async fn relay(parts: Vec<&'static str>, strip_usage: bool) -> (Vec<String>, Arc<Recorder>) {
     let recorder = Arc::new(Recorder::default());
-    let record = recorder.start(Endpoint::ChatCompletions, http::HeaderValue::from_static("t"));
-    let frames = futures_util::stream::iter(parts.into_iter().map(|p| Ok::<_, std::io::Error>(Bytes::from_static(p.as_bytes()))));
+    let record = recorder.start(
+        Endpoint::ChatCompletions,
+        http::HeaderValue::from_static("t"),
+    );
+    let frames = futures_util::stream::iter(
+        parts
+            .into_iter()
+            .map(|p| Ok::<_, std::io::Error>(Bytes::from_static(p.as_bytes()))),
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut relay = SseRelay::new(Body::from_stream(frames), record, strip_usage, deadline);
+    let mut relay = SseRelay::new(
+        Body::from_stream(frames),
+        Bytes::new(),
+        record,
+        strip_usage,
+        deadline,
+    );
     let mut seen = Vec::new();
     while let Some(frame) = relay.frame().await {
         let Ok(frame) = frame;
@@ -35,7 +48,11 @@ async fn relay(parts: Vec<&'static str>, strip_usage: bool) -> (Vec<String>, Arc
 async fn events_pass_through_in_order_and_usage_is_counted() {
     let (seen, recorder) = relay(vec![ROLE, TOKEN, USAGE, DONE], false).await;
     assert_eq!(seen.concat(), [ROLE, TOKEN, USAGE, DONE].concat());
-    assert_eq!(seen.len(), 4, "each complete event is sent as soon as it arrives");
+    assert_eq!(
+        seen.len(),
+        4,
+        "each complete event is sent as soon as it arrives"
+    );
     let stats = recorder.stats.view();
     assert_eq!(stats.total_prompt_tokens, 7);
     assert_eq!(stats.total_completion_tokens, 2);
@@ -51,8 +68,23 @@ async fn usage_chunk_is_hidden_when_only_lexora_asked() {
 
 #[tokio::test]
 async fn events_split_across_frames_are_reassembled() {
-    let (seen, _) = relay(vec!["data: {\"choices\":[{\"del", "ta\":{}}]}\n", "\ndata: [DO", "NE]\n\n"], false).await;
-    assert_eq!(seen, ["data: {\"choices\":[{\"delta\":{}}]}\n\n", "data: [DONE]\n\n"]);
+    let (seen, _) = relay(
+        vec![
+            "data: {\"choices\":[{\"del",
+            "ta\":{}}]}\n",
+            "\ndata: [DO",
+            "NE]\n\n",
+        ],
+        false,
+    )
+    .await;
+    assert_eq!(
+        seen,
+        [
+            "data: {\"choices\":[{\"delta\":{}}]}\n\n",
+            "data: [DONE]\n\n"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -65,14 +97,30 @@ async fn crlf_events_and_a_missing_final_blank_line_work() {
 #[tokio::test]
 async fn upstream_failure_becomes_an_error_event() {
     let recorder = Arc::new(Recorder::default());
-    let record = recorder.start(Endpoint::ChatCompletions, http::HeaderValue::from_static("t"));
+    let record = recorder.start(
+        Endpoint::ChatCompletions,
+        http::HeaderValue::from_static("t"),
+    );
     let frames = futures_util::stream::iter(vec![
         Ok(Bytes::from_static(TOKEN.as_bytes())),
-        Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset")),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset",
+        )),
     ]);
     let deadline = Instant::now() + Duration::from_secs(60);
-    let relay = SseRelay::new(Body::from_stream(frames), record, false, deadline);
-    let bytes = relay.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let relay = SseRelay::new(
+        Body::from_stream(frames),
+        Bytes::new(),
+        record,
+        false,
+        deadline,
+    );
+    let bytes = relay
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     let text = String::from_utf8(bytes.to_vec()).expect("utf8");
     assert!(text.starts_with(TOKEN), "{text}");
     assert!(text.contains("\"code\":\"upstream_reset\""), "{text}");
@@ -83,11 +131,24 @@ async fn upstream_failure_becomes_an_error_event() {
 #[tokio::test(start_paused = true)]
 async fn deadline_ends_a_stalled_stream() {
     let recorder = Arc::new(Recorder::default());
-    let record = recorder.start(Endpoint::ChatCompletions, http::HeaderValue::from_static("t"));
+    let record = recorder.start(
+        Endpoint::ChatCompletions,
+        http::HeaderValue::from_static("t"),
+    );
     let stalled = futures_util::stream::pending::<Result<Bytes, std::io::Error>>();
     let deadline = Instant::now() + Duration::from_secs(5);
-    let relay = SseRelay::new(Body::from_stream(stalled), record, false, deadline);
-    let bytes = relay.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let relay = SseRelay::new(
+        Body::from_stream(stalled),
+        Bytes::new(),
+        record,
+        false,
+        deadline,
+    );
+    let bytes = relay
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     let text = String::from_utf8(bytes.to_vec()).expect("utf8");
     assert!(text.contains("upstream_timeout"), "{text}");
 }
@@ -97,5 +158,29 @@ fn event_boundaries() {
     assert_eq!(last_event_end(b"data: a\n\ndata: b"), Some(9));
     assert_eq!(last_event_end(b"data: a\r\n\r\n"), Some(11));
     assert_eq!(last_event_end(b"data: a\n"), None);
-    assert_eq!(event_data(b"event: x\ndata: {\"a\":\ndata: 1}\n\n").as_deref(), Some(&b"{\"a\":\n1}"[..]));
+    assert_eq!(
+        event_data(b"event: x\ndata: {\"a\":\ndata: 1}\n\n").as_deref(),
+        Some(&b"{\"a\":\n1}"[..])
+    );
+}
+
+#[tokio::test]
+async fn the_first_chunk_read_ahead_is_sent_first() {
+    let recorder = Arc::new(Recorder::default());
+    let record = recorder.start(
+        Endpoint::ChatCompletions,
+        http::HeaderValue::from_static("t"),
+    );
+    let rest = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(
+        DONE.as_bytes(),
+    ))]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = Bytes::from(format!("{ROLE}{TOKEN}"));
+    let relay = SseRelay::new(Body::from_stream(rest), first, record, false, deadline);
+    let bytes = relay
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    assert_eq!(bytes, [ROLE, TOKEN, DONE].concat().as_bytes());
 }

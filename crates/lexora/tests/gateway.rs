@@ -1,0 +1,16 @@
+//! End-to-end tests of the real `lexora` binary, started on port 0 in
+//! front of the built-in mock engine (`lexora mock`, another process).
+
+#[path = "gateway/support.rs"]
+mod support;
+
+#[path = "gateway/cli.rs"]
+mod cli;
+#[path = "gateway/errors.rs"]
+mod errors;
+#[path = "gateway/lifecycle.rs"]
+mod lifecycle;
+#[path = "gateway/proxy.rs"]
+mod proxy;
+#[path = "gateway/streaming.rs"]
+mod streaming;

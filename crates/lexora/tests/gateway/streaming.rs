@@ -1,0 +1,195 @@
+//! SSE pass-through: order, timing, usage, disconnects, failures.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+fn contents(payloads: &[Value]) -> String {
+    payloads
+        .iter()
+        .filter_map(|p| p["choices"][0]["delta"]["content"].as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn chunks_reach_the_client_while_the_engine_generates() {
+    // 10 tokens at 10/s: the engine needs about a second for the whole answer.
+    let engine = mock(&["--chunks", "10", "--tokens-per-second", "10"]);
+    let gw = gateway_for(&engine, "");
+    let started = Instant::now();
+    let response = post(
+        &format!("{}/v1/chat/completions", gw.url),
+        json!({
+            "model": "m1", "messages": [], "stream": true
+        }),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    let mut first_token_at = None;
+    while let Some(chunk) = body.next().await {
+        text.push_str(std::str::from_utf8(&chunk.expect("chunk")).expect("utf8"));
+        if first_token_at.is_none() && text.contains("Lexora") {
+            first_token_at = Some(started.elapsed());
+        }
+    }
+    let total = started.elapsed();
+    let first = first_token_at.expect("a token arrived");
+    assert!(
+        total >= Duration::from_millis(850),
+        "the engine paces the stream: {total:?}"
+    );
+    assert!(
+        first < total / 2,
+        "first token at {first:?} of {total:?}: the stream was buffered"
+    );
+
+    let payloads = sse_payloads(&text);
+    assert_eq!(payloads.last(), Some(&Value::String("[DONE]".into())));
+    assert_eq!(
+        contents(&payloads),
+        "Lexora keeps the engines reachable, fair and observable; it never",
+        "chunks arrive complete and in order"
+    );
+}
+
+#[tokio::test]
+async fn usage_is_counted_and_hidden_unless_asked_for() {
+    let engine = mock(&["--chunks", "3"]);
+    let gw = gateway_for(&engine, "");
+    let url = format!("{}/v1/chat/completions", gw.url);
+    let messages = json!([{"role": "user", "content": "a b c d"}]);
+
+    let hidden = post(
+        &url,
+        json!({"model": "m1", "messages": messages, "stream": true}),
+    )
+    .await
+    .text()
+    .await
+    .expect("text");
+    let payloads = sse_payloads(&hidden);
+    assert!(
+        payloads.iter().all(|p| p.get("usage").is_none()),
+        "{hidden}"
+    );
+    assert_eq!(
+        engine_requests(&engine).await.pop().expect("req")["stream_options"]["include_usage"],
+        true
+    );
+
+    let shown = post(&url, json!({
+        "model": "m1", "messages": messages, "stream": true, "stream_options": {"include_usage": true}
+    }))
+    .await
+    .text()
+    .await
+    .expect("text");
+    let payloads = sse_payloads(&shown);
+    let usage: Vec<&Value> = payloads.iter().filter_map(|p| p.get("usage")).collect();
+    assert_eq!(usage.len(), 1, "{shown}");
+    assert_eq!(usage[0]["prompt_tokens"], 4);
+    assert_eq!(usage[0]["completion_tokens"], 3);
+
+    let stats = get_json(&format!("{}/stats", gw.url)).await;
+    assert_eq!(stats["total_tokens"], 14, "both streams counted: {stats}");
+}
+
+#[tokio::test]
+async fn completions_stream_too() {
+    let engine = mock(&["--chunks", "2"]);
+    let gw = gateway_for(&engine, "");
+    let text = post(
+        &format!("{}/v1/completions", gw.url),
+        json!({"model": "m1", "prompt": "x", "stream": true}),
+    )
+    .await
+    .text()
+    .await
+    .expect("text");
+    let payloads = sse_payloads(&text);
+    let joined: String = payloads
+        .iter()
+        .filter_map(|p| p["choices"][0]["text"].as_str())
+        .collect();
+    assert_eq!(joined, "Lexora keeps");
+    assert_eq!(payloads.last(), Some(&Value::String("[DONE]".into())));
+}
+
+#[tokio::test]
+async fn client_disconnect_cancels_the_upstream_stream() {
+    let engine = mock(&["--chunks", "200", "--tokens-per-second", "20"]);
+    let gw = gateway_for(&engine, "");
+    let response = post(
+        &format!("{}/v1/chat/completions", gw.url),
+        json!({
+            "model": "m1", "messages": [], "stream": true
+        }),
+    )
+    .await;
+    let mut body = response.bytes_stream();
+    let first = body.next().await.expect("first chunk").expect("ok");
+    assert!(!first.is_empty());
+    let active = get_json(&format!("{}/mock/stats", engine.url)).await;
+    assert_eq!(active["active_streams"], 1);
+    drop(body);
+
+    let cancelled = eventually(Duration::from_secs(3), || async {
+        let stats = get_json(&format!("{}/mock/stats", engine.url)).await;
+        stats["cancelled_streams"] == 1 && stats["active_streams"] == 0
+    })
+    .await;
+    assert!(
+        cancelled,
+        "the engine kept generating for a client that left"
+    );
+    let recorded = eventually(Duration::from_secs(3), || async {
+        let stats = get_json(&format!("{}/stats", gw.url)).await;
+        stats["total_requests"] == 1
+    })
+    .await;
+    assert!(recorded, "an abandoned stream is still recorded");
+}
+
+#[tokio::test]
+async fn engine_failure_mid_stream_ends_with_an_error_event() {
+    let engine = mock(&["--chunks", "10"]);
+    let gw = gateway_for(&engine, "");
+    let text = post(&format!("{}/v1/chat/completions", gw.url), json!({
+        "model": "m1", "messages": [], "stream": true, "mock": {"reset_after": 3, "tokens_per_second": 50}
+    }))
+    .await
+    .text()
+    .await
+    .expect("the gateway ends the stream cleanly");
+    let payloads = sse_payloads(&text);
+    assert_eq!(payloads.len(), 4, "{text}");
+    let last = payloads.last().expect("error event");
+    assert_eq!(last["error"]["code"], "upstream_reset", "{text}");
+    assert!(!text.contains("[DONE]"));
+}
+
+#[tokio::test]
+async fn stream_past_its_timeout_ends_with_a_timeout_event() {
+    let engine = mock(&["--chunks", "50", "--tokens-per-second", "10"]);
+    let gw = gateway_for(&engine, "");
+    let started = Instant::now();
+    let text = post(
+        &format!("{}/v1/chat/completions", gw.url),
+        json!({
+            "model": "m1", "messages": [], "stream": true, "x_timeout": 0.5
+        }),
+    )
+    .await
+    .text()
+    .await
+    .expect("text");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let last = sse_payloads(&text).pop().expect("events");
+    assert_eq!(last["error"]["code"], "upstream_timeout", "{text}");
+}
