@@ -16,7 +16,8 @@
 //! | `reset_after` | abort the connection after this many stream chunks |
 //!
 //! `GET /mock/requests` lists the bodies received (newest last) and
-//! `GET /mock/stats` counts streams completed and cancelled, so tests can
+//! `GET /mock/stats` counts streams and non-streamed answers completed and
+//! cancelled, so tests can
 //! see exactly what reached the engine.
 
 use std::collections::VecDeque;
@@ -51,6 +52,8 @@ struct MockState {
     config: MockConfig,
     requests: AtomicU64,
     streams: stream::StreamCounters,
+    /// Non-streamed answers, counted the same way.
+    answers: stream::StreamCounters,
     recent: Mutex<VecDeque<Value>>,
 }
 
@@ -80,6 +83,7 @@ impl MockEngine {
                 config,
                 requests: AtomicU64::new(0),
                 streams: stream::StreamCounters::default(),
+                answers: stream::StreamCounters::default(),
                 recent: Mutex::new(VecDeque::new()),
             }),
         }
@@ -255,10 +259,13 @@ async fn generate(state: Arc<MockState>, body: Bytes, kind: Kind) -> Response {
     {
         return stream::respond(plan, state.streams.clone());
     }
-    // A non-streamed answer still takes as long as generating it would.
+    // A non-streamed answer still takes as long as generating it would;
+    // the guard notices when the caller gives up before it is done.
+    let guard = stream::Guard::start(state.answers.clone());
     if !plan.pace.is_zero() {
         tokio::time::sleep(plan.pace * chunks).await;
     }
+    guard.complete();
     let text = reply::text(chunks);
     let choice = match kind {
         Kind::Chat => json!({
@@ -341,11 +348,14 @@ async fn clear_recent(State(state): State<Arc<MockState>>) -> StatusCode {
 }
 
 async fn stats(State(state): State<Arc<MockState>>) -> Json<Value> {
-    let streams = &state.streams;
+    let (streams, answers) = (&state.streams, &state.answers);
     Json(json!({
         "requests": state.requests.load(Ordering::Relaxed),
         "active_streams": streams.active.load(Ordering::Relaxed),
         "completed_streams": streams.completed.load(Ordering::Relaxed),
         "cancelled_streams": streams.cancelled.load(Ordering::Relaxed),
+        "active_answers": answers.active.load(Ordering::Relaxed),
+        "completed_answers": answers.completed.load(Ordering::Relaxed),
+        "cancelled_answers": answers.cancelled.load(Ordering::Relaxed),
     }))
 }

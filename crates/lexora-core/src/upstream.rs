@@ -32,7 +32,10 @@ pub use health::BackendHealth;
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 enum Transport {
-    Http { client: Box<HttpClient>, base: String },
+    Http {
+        client: Box<HttpClient>,
+        base: String,
+    },
     InProcess(axum::Router),
 }
 

@@ -34,14 +34,23 @@ pub(super) struct Plan {
     pub reset_after: Option<u32>,
 }
 
-/// Counts a stream as cancelled unless it ran to the end.
-struct Guard {
+/// Counts a generation as cancelled unless it ran to the end.
+pub(super) struct Guard {
     counters: StreamCounters,
     finished: bool,
 }
 
 impl Guard {
-    fn complete(mut self) {
+    /// Counts one generation as active until the guard is dropped.
+    pub(super) fn start(counters: StreamCounters) -> Self {
+        counters.active.fetch_add(1, Ordering::Relaxed);
+        Self {
+            counters,
+            finished: false,
+        }
+    }
+
+    pub(super) fn complete(mut self) {
         self.finished = true;
     }
 }
@@ -125,11 +134,7 @@ impl Plan {
 
 /// Streams the plan as `text/event-stream`.
 pub(super) fn respond(plan: Plan, counters: StreamCounters) -> Response {
-    counters.active.fetch_add(1, Ordering::Relaxed);
-    let guard = Guard {
-        counters,
-        finished: false,
-    };
+    let guard = Guard::start(counters);
     // Completions have no role chunk: start at the first token.
     let first = if plan.chat {
         Step::Role

@@ -52,12 +52,20 @@ fn config_check_prints_the_effective_config_with_secrets_masked() {
 
 #[test]
 fn config_check_accepts_the_shipped_examples() {
-    for name in ["seed000.yaml", "seed001.yaml", "../lexora_config.example.yaml", "../demo.yaml"] {
+    for name in [
+        "seed000.yaml",
+        "seed001.yaml",
+        "../lexora_config.example.yaml",
+        "../demo.yaml",
+    ] {
         let path = examples().join(name);
         let (code, stdout, stderr) =
             lexora(&["config", "check", path.to_str().expect("utf8")], &[]);
         assert_eq!(code, 0, "{name}: {stderr}");
-        assert!(stdout.contains("url: http://localhost:8000"), "{name}: {stdout}");
+        assert!(
+            stdout.contains("url: http://localhost:8000"),
+            "{name}: {stdout}"
+        );
     }
 }
 

@@ -193,3 +193,26 @@ async fn stream_past_its_timeout_ends_with_a_timeout_event() {
     let last = sse_payloads(&text).pop().expect("events");
     assert_eq!(last["error"]["code"], "upstream_timeout", "{text}");
 }
+
+#[tokio::test]
+async fn client_giving_up_on_a_plain_answer_cancels_the_upstream_request() {
+    // 20 tokens at 10/s: the answer takes two seconds.
+    let engine = mock(&["--chunks", "20", "--tokens-per-second", "10"]);
+    let gw = gateway_for(&engine, "");
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .expect("client");
+    let result = impatient
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .json(&json!({"model": "m1", "messages": []}))
+        .send()
+        .await;
+    assert!(result.is_err(), "the client timed out");
+    let cancelled = eventually(Duration::from_secs(1), || async {
+        let stats = get_json(&format!("{}/mock/stats", engine.url)).await;
+        stats["cancelled_answers"] == 1 && stats["active_answers"] == 0
+    })
+    .await;
+    assert!(cancelled, "the engine kept working for a client that left");
+}
