@@ -22,3 +22,5 @@ pub mod route;
 pub mod status;
 pub mod telemetry;
 pub mod upstream;
+pub mod limit;
+pub mod queue;

@@ -1,0 +1,1 @@
+//! Per-user request and token limits (in progress).

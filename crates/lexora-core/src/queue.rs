@@ -1,0 +1,1 @@
+//! Per-backend concurrency limit and priority queue (in progress).
