@@ -274,6 +274,11 @@ def write_gateway_config(directory: Path, backend_name: str, backend_url: str, m
         "server: {host: 127.0.0.1, port: 0}",
         "logging: {level: info, format: json}",
         "health: {check_interval: 0.5}",
+        # Error cases inject engine failures: answer them at once instead of
+        # retrying, and let the many test requests through the seed-000
+        # default rate limit (both policies have their own Rust tests).
+        "retry: {max_retries: 0}",
+        "rate_limit: {enabled: false}",
         "backends:",
         f"  {backend_name}:",
         "    type: openai-compatible",

@@ -52,6 +52,7 @@ pub struct Config {
     pub health: HealthConfig,
     pub logging: LoggingConfig,
     pub metrics: MetricsConfig,
+    pub policies: PolicyConfig,
     /// The merged, defaulted configuration as written (secrets stay masked
     /// when serialized); `config check` prints it.
     pub raw: RawConfig,
@@ -90,6 +91,8 @@ pub struct BackendConfig {
     pub models: Vec<String>,
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub mock: MockConfig,
+    /// Requests in flight at most; `None` = no limit (and no queue).
+    pub max_concurrency: Option<usize>,
 }
 
 /// Behaviour of the built-in mock engine (see [`crate::mock`]).
@@ -137,6 +140,107 @@ pub struct LoggingConfig {
 pub struct MetricsConfig {
     pub enabled: bool,
     pub port: Option<u16>,
+}
+
+/// The team-sharing policies: who may call, how often, in which order,
+/// and what happens when an engine fails.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyConfig {
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    pub queue: QueueSettings,
+    pub retry: RetryConfig,
+    pub breaker: BreakerConfig,
+    /// Model -> models to try next, in order.
+    pub fallbacks: std::collections::HashMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    pub admin_key: Option<Secret>,
+    pub keys: Vec<ApiKey>,
+}
+
+/// One API key and what it may do.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub key: Secret,
+    pub user: String,
+    /// Empty = every model.
+    pub models: Vec<String>,
+    pub priority: Option<crate::parse::Priority>,
+    pub max_priority: Option<crate::parse::Priority>,
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u64>,
+}
+
+/// Per-user limits; `None` = unlimited in that dimension.
+#[derive(Debug, Clone, Default)]
+pub struct LimitsConfig {
+    /// Seed 000: requests per second and burst, for every user.
+    pub rate: Option<(f64, u32)>,
+    /// Seed 001 `rate_limits.default`.
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u64>,
+    /// Seed 001 `rate_limits.users`: (requests, tokens) per minute.
+    pub users: std::collections::HashMap<String, (Option<u32>, Option<u64>)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    pub max_size: usize,
+    pub default_timeout: Duration,
+    /// Weights of high, normal, low (lower is served first).
+    pub weights: [u32; 3],
+    pub aging_step: Duration,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            max_size: 100,
+            default_timeout: Duration::from_secs(60),
+            weights: [1, 5, 10],
+            aging_step: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    pub exponential_base: f64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_retries: 3,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(30),
+            exponential_base: 2.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BreakerConfig {
+    pub enabled: bool,
+    pub failure_threshold: u32,
+    pub open_for: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            failure_threshold: 5,
+            open_for: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Where the config file comes from, in priority order.

@@ -66,6 +66,32 @@ pub enum GatewayError {
         body: Bytes,
         retry_after: Option<HeaderValue>,
     },
+    /// No valid API key.
+    #[error("{message}")]
+    Unauthorized { message: String },
+    /// The key may not do this (a model it is not allowed, an admin call).
+    #[error("{message}")]
+    Forbidden { message: String, code: &'static str },
+    /// A per-user limit is exhausted.
+    #[error("rate limit reached for {user} ({dimension}); try again in {}s", .retry_after.as_secs_f64().ceil())]
+    RateLimited {
+        user: String,
+        dimension: &'static str,
+        retry_after: Duration,
+        info: Box<crate::limit::RateInfo>,
+    },
+    /// The backend's queue has no room.
+    #[error("backend `{backend}` is saturated: {size} requests are already waiting")]
+    QueueFull { backend: String, size: usize, retry_after: Duration },
+    /// The request's timeout passed while it waited for a free slot.
+    #[error("waited {:.1}s for a free slot at backend `{backend}` until the request timed out", .waited.as_secs_f64())]
+    QueueTimeout { backend: String, waited: Duration },
+    /// Every backend for the model has its circuit breaker open.
+    #[error("every backend for this model is failing; try again in {}s", .retry_after.as_secs_f64().ceil())]
+    BreakerOpen { retry_after: Duration },
+    /// A reload was refused because the new configuration is invalid.
+    #[error("{message}")]
+    InvalidConfig { message: String },
     /// No backend is able to take the request right now.
     #[error("{message}")]
     Unavailable { message: String },
@@ -98,7 +124,12 @@ impl GatewayError {
             | Self::InvalidRequest { .. }
             | Self::PayloadTooLarge { .. }
             | Self::ModelNotFound { .. }
-            | Self::UnknownEndpoint { .. } => ErrorSource::Downstream,
+            | Self::UnknownEndpoint { .. }
+            | Self::Unauthorized { .. }
+            | Self::Forbidden { .. }
+            | Self::RateLimited { .. }
+            | Self::InvalidConfig { .. } => ErrorSource::Downstream,
+            Self::QueueFull { .. } | Self::QueueTimeout { .. } | Self::BreakerOpen { .. } => ErrorSource::Internal,
             Self::UpstreamConnect { .. }
             | Self::UpstreamReset { .. }
             | Self::UpstreamTimeout { .. }
@@ -125,6 +156,12 @@ impl GatewayError {
         match self {
             Self::InvalidJson { .. } | Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } | Self::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::QueueTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::BreakerOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InvalidConfig { .. } => StatusCode::BAD_REQUEST,
             Self::ModelNotFound { .. } | Self::UnknownEndpoint { .. } => StatusCode::NOT_FOUND,
             Self::UpstreamConnect { .. } | Self::UpstreamReset { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -142,6 +179,13 @@ impl GatewayError {
             Self::PayloadTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
             Self::ModelNotFound { .. } => ("invalid_request_error", Some("model_not_found")),
             Self::UnknownEndpoint { .. } => ("invalid_request_error", Some("unknown_url")),
+            Self::Unauthorized { .. } => ("authentication_error", Some("invalid_api_key")),
+            Self::Forbidden { code, .. } => ("permission_error", Some(*code)),
+            Self::RateLimited { .. } => ("rate_limit_error", Some("rate_limit_exceeded")),
+            Self::QueueFull { .. } => ("rate_limit_error", Some("queue_full")),
+            Self::QueueTimeout { .. } => ("timeout_error", Some("queue_timeout")),
+            Self::BreakerOpen { .. } => ("service_unavailable", Some("circuit_open")),
+            Self::InvalidConfig { .. } => ("invalid_request_error", Some("invalid_config")),
             Self::UpstreamConnect { .. } => ("upstream_error", Some("upstream_unreachable")),
             Self::UpstreamReset { .. } => ("upstream_error", Some("upstream_reset")),
             Self::UpstreamTimeout { .. } => ("timeout_error", Some("upstream_timeout")),
@@ -177,6 +221,13 @@ impl GatewayError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::ModelNotFound { .. } => "model_not_found",
             Self::UnknownEndpoint { .. } => "unknown_endpoint",
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::Forbidden { .. } => "forbidden",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::QueueFull { .. } => "queue_full",
+            Self::QueueTimeout { .. } => "queue_timeout",
+            Self::BreakerOpen { .. } => "circuit_open",
+            Self::InvalidConfig { .. } => "invalid_config",
             Self::UpstreamConnect { .. } => "upstream_connect",
             Self::UpstreamReset { .. } => "upstream_reset",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
@@ -212,18 +263,32 @@ impl IntoResponse for GatewayError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let Self::UpstreamStatus {
-            retry_after: Some(value),
-            ..
-        } = &self
-        {
-            headers.insert(header::RETRY_AFTER, value.clone());
+        match &self {
+            Self::UpstreamStatus {
+                retry_after: Some(value),
+                ..
+            } => {
+                headers.insert(header::RETRY_AFTER, value.clone());
+            }
+            Self::RateLimited { retry_after, info, .. } => {
+                headers.insert(header::RETRY_AFTER, retry_after_value(*retry_after));
+                info.write_headers(headers);
+            }
+            Self::QueueFull { retry_after, .. } | Self::BreakerOpen { retry_after } => {
+                headers.insert(header::RETRY_AFTER, retry_after_value(*retry_after));
+            }
+            _ => {}
         }
         response
             .extensions_mut()
             .insert(ErrorKind(self.metric_kind()));
         response
     }
+}
+
+/// Whole seconds, rounded up: a client that waits this long will pass.
+fn retry_after_value(wait: Duration) -> HeaderValue {
+    HeaderValue::from(wait.as_secs_f64().ceil().max(1.0) as u64)
 }
 
 /// Marks a response as an error, for the access log and metrics.

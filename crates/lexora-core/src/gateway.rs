@@ -1,32 +1,59 @@
 //! The gateway: shared state and the request path, stage by stage.
 //!
 //! [`Gateway::proxy`] is the whole path of DESIGN.md in one screen:
-//! identify → parse → route → send → respond → record. Each stage is a
-//! function of its own module; this file only orders them.
+//! identify → parse → route → rate limit → attempt (queue, breaker, retry,
+//! failover) → respond → record. Each stage is a function of its own
+//! module; this file only orders them.
+//!
+//! Configuration-derived state (backends, keys, limits) lives in a
+//! [`Runtime`] swapped atomically on reload: a request keeps the runtime it
+//! started with. State that must survive a reload — limiter buckets, queues
+//! and breakers (by backend name), statistics — lives beside it.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{header, HeaderMap, Method, Request, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use metrics::{counter, histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::time::Instant;
 
-use crate::config::Config;
+use crate::attempt::{self, BackendPolicy};
+use crate::config::{ApiKey, Config, ConfigError, PolicyConfig};
 use crate::error::GatewayError;
-use crate::identify;
+use crate::identify::{self, auth, auth::Keys};
+use crate::limit::{self, LimitSpec, Limiter, RateInfo};
 use crate::parse::{self, Endpoint};
 use crate::record::{Recorder, RequestRecord};
 use crate::respond;
 use crate::route::Routes;
 
-/// Everything a request needs, shared by all requests.
-pub struct Gateway {
+/// Reads the configuration again (file, environment, flags) for a reload.
+pub type ConfigLoader = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
+
+/// Everything derived from one version of the configuration.
+pub struct Runtime {
     pub config: Config,
     pub routes: Routes,
+    pub keys: Keys,
+}
+
+/// Everything a request needs, shared by all requests.
+pub struct Gateway {
+    runtime: ArcSwap<Runtime>,
+    /// Queues and breakers by backend name, kept across reloads.
+    policies: Mutex<HashMap<String, Arc<BackendPolicy>>>,
+    loader: ConfigLoader,
+    /// Serializes reloads (SIGHUP and `/admin/reload` at once).
+    reloading: tokio::sync::Mutex<()>,
     pub recorder: Arc<Recorder>,
+    pub limiter: Limiter,
     /// When this gateway started (wall clock for `uptime`).
     pub started: std::time::Instant,
     /// Renders `/metrics`; `None` when metrics are disabled.
@@ -44,27 +71,68 @@ enum Forwarded {
     },
 }
 
+/// Response headers every answer of a proxied request carries.
+#[derive(Default)]
+struct Extras {
+    rate: Option<RateInfo>,
+    queue_wait: Option<Duration>,
+}
+
 impl Gateway {
-    /// Builds the gateway's backends from `config`.
-    pub fn new(
-        config: Config,
-        metrics: Option<PrometheusHandle>,
-    ) -> Result<Arc<Self>, GatewayError> {
+    /// Builds the gateway's backends from `config`; `loader` is called on
+    /// reload.
+    pub fn new(config: Config, metrics: Option<PrometheusHandle>, loader: ConfigLoader) -> Result<Arc<Self>, GatewayError> {
+        let policies = Mutex::new(HashMap::new());
+        let runtime = build_runtime(config, &policies, None)?;
+        if runtime.keys.is_open() {
+            tracing::warn!("no API keys configured: the gateway is open to every client (set auth.keys to require keys)");
+        }
         Ok(Arc::new(Self {
-            routes: Routes::new(&config.backends)?,
-            config,
+            runtime: ArcSwap::from_pointee(runtime),
+            policies,
+            loader,
+            reloading: tokio::sync::Mutex::new(()),
             recorder: Arc::new(Recorder::default()),
+            limiter: Limiter::new(),
             started: std::time::Instant::now(),
             metrics,
         }))
     }
 
+    /// The configuration-derived state now in force.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Re-reads the configuration and swaps it in. An invalid configuration
+    /// is refused and the running one stays; requests in flight finish on
+    /// the configuration they started with.
+    pub async fn reload(&self) -> Result<(), GatewayError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let config = (self.loader)().map_err(|e| GatewayError::InvalidConfig {
+            message: format!("configuration not reloaded: {e}"),
+        })?;
+        let old = self.runtime();
+        if config.server.host != old.config.server.host || config.server.port != old.config.server.port {
+            tracing::warn!("server.host and server.port changes take effect at the next restart");
+        }
+        let runtime = build_runtime(config, &self.policies, Some(&old))?;
+        if runtime.keys.is_open() {
+            tracing::warn!("no API keys configured: the gateway is open to every client");
+        }
+        self.runtime.store(Arc::new(runtime));
+        tracing::info!("configuration reloaded");
+        Ok(())
+    }
+
     /// Serves one OpenAI request end to end. Never fails: errors become
     /// OpenAI-shaped responses. Every response carries `x-request-id`.
     pub async fn proxy(self: Arc<Self>, endpoint: Endpoint, request: Request<Body>) -> Response {
+        let runtime = self.runtime();
         let request_id = identify::request_id(request.headers());
         let mut record = self.recorder.start(endpoint, request_id.clone());
-        let mut response = match self.forward(endpoint, request, &mut record).await {
+        let mut extras = Extras::default();
+        let mut response = match self.forward(&runtime, endpoint, request, &mut record, &mut extras).await {
             Ok(Forwarded::Complete(response)) => {
                 record.finish(response.status().as_u16(), None);
                 response
@@ -86,73 +154,155 @@ impl Gateway {
                 error.into_response()
             }
         };
-        response
-            .headers_mut()
-            .insert(identify::REQUEST_ID, request_id);
+        let headers = response.headers_mut();
+        if let Some(rate) = &extras.rate {
+            rate.write_headers(headers);
+        }
+        if let Some(wait) = extras.queue_wait {
+            headers.insert("x-lexora-queue-wait-ms", HeaderValue::from(wait.as_millis() as u64));
+        }
+        headers.insert(identify::REQUEST_ID, request_id);
         response
     }
 
     async fn forward(
         &self,
+        runtime: &Runtime,
         endpoint: Endpoint,
         request: Request<Body>,
         record: &mut RequestRecord,
+        extras: &mut Extras,
     ) -> Result<Forwarded, GatewayError> {
         let (parts, body) = request.into_parts();
-        let body = read_request(body, &parts.headers, self.config.server.max_body_size).await?;
-        let parsed = parse::parse(
-            endpoint,
-            body,
-            &parts.headers,
-            self.config.default_model.as_deref(),
-        )?;
-        record.identify(
-            parsed.model.as_deref().unwrap_or(""),
-            identify::user(&parsed),
-        );
-
-        let backend = self.routes.pick(parsed.model.as_deref())?;
-        record.set_backend(backend.name());
-        let timeout = parsed.extensions.timeout.unwrap_or(backend.config.timeout);
-        let deadline = Instant::now() + timeout;
-        let sent = backend.send(
-            Method::POST,
-            endpoint.path(),
-            parsed.body,
-            &record.request_id,
-        );
-        let upstream = tokio::time::timeout_at(deadline, sent)
-            .await
-            .map_err(|_| GatewayError::UpstreamTimeout {
-                backend: backend.name().to_owned(),
-                after: timeout,
-            })??;
-
-        if !upstream.status().is_success() {
-            return Err(respond::upstream_error(upstream, backend.name(), deadline, timeout).await);
+        let key = runtime.keys.authenticate(&parts.headers)?;
+        let config = &runtime.config;
+        let body = read_request(body, &parts.headers, config.server.max_body_size).await?;
+        let parsed = parse::parse(endpoint, body, &parts.headers, config.default_model.as_deref())?;
+        let user = identify::user(&parsed, key.as_deref());
+        record.identify(parsed.model.as_deref().unwrap_or(""), user);
+        if let Some(key) = &key {
+            auth::check_model(key, parsed.model.as_deref())?;
         }
-        if respond::is_event_stream(&upstream) {
-            let (parts, mut body) = upstream.into_parts();
-            let first = respond::first_chunk(&mut body, backend.name(), deadline, timeout).await?;
+        let priority = auth::priority(parsed.extensions.priority, key.as_deref());
+        record.set_priority(priority);
+
+        let fallbacks = parsed
+            .model
+            .as_deref()
+            .and_then(|model| config.policies.fallbacks.get(model))
+            .map_or(&[][..], Vec::as_slice);
+        let candidates = runtime.routes.candidates(parsed.model.as_deref(), fallbacks)?;
+
+        let spec = limit_spec(&config.policies, user, key.as_deref());
+        if !spec.is_unlimited() {
+            let estimate = limit::estimate_tokens(&parsed.body, parsed.max_tokens);
+            match self.limiter.reserve(user, &spec, estimate, Instant::now()) {
+                Ok(reservation) => {
+                    extras.rate = Some(reservation.info().clone());
+                    record.hold_reservation(reservation);
+                }
+                Err(rejection) => {
+                    self.recorder.stats.note_rate_limited();
+                    counter!("lexora_rate_limited_total", "dimension" => rejection.dimension).increment(1);
+                    return Err(GatewayError::RateLimited {
+                        user: user.to_owned(),
+                        dimension: rejection.dimension,
+                        retry_after: rejection.retry_after,
+                        info: Box::new(rejection.info),
+                    });
+                }
+            }
+        }
+
+        let timeout = parsed
+            .extensions
+            .timeout
+            .or(candidates.first().map(|(backend, _)| backend.config.timeout))
+            .unwrap_or(Duration::from_secs(120));
+        let now = Instant::now();
+        let deadline = now + timeout;
+        let queue_timeout = parsed.extensions.timeout.unwrap_or(config.policies.queue.default_timeout);
+        let plan = attempt::Plan {
+            request: &parsed,
+            priority,
+            deadline,
+            queue_deadline: deadline.min(now + queue_timeout),
+            timeout,
+        };
+        let answer = attempt::run(&candidates, &config.policies.retry, plan, record).await?;
+        histogram!("lexora_queue_wait_seconds", "backend" => answer.backend.name().to_owned())
+            .record(answer.queue_wait.as_secs_f64());
+        extras.queue_wait = Some(answer.queue_wait).filter(|w| !w.is_zero());
+        if let Some(first) = answer.first {
             return Ok(Forwarded::Stream {
-                upstream: Response::from_parts(parts, body),
+                upstream: answer.upstream,
                 first,
                 strip_usage: parsed.stream && !parsed.client_wants_usage,
                 deadline,
             });
         }
-        respond::complete(upstream, record, backend.name(), deadline, timeout)
+        respond::complete(answer.upstream, record, answer.backend.name(), deadline, timeout)
             .await
             .map(Forwarded::Complete)
     }
 }
 
+/// Builds the runtime of `config`, reusing queues and breakers of backends
+/// that keep their name and the health of those that keep their URL.
+fn build_runtime(
+    config: Config,
+    policies: &Mutex<HashMap<String, Arc<BackendPolicy>>>,
+    previous: Option<&Runtime>,
+) -> Result<Runtime, GatewayError> {
+    let mut policies = policies.lock().unwrap_or_else(|e| e.into_inner());
+    let settings = &config.policies;
+    let routes = Routes::new(&config.backends, |backend| {
+        let policy = policies.entry(backend.name.clone()).or_insert_with(|| {
+            BackendPolicy::new(backend.max_concurrency, &settings.queue, &settings.breaker)
+        });
+        policy.reconfigure(backend.max_concurrency, &settings.queue, &settings.breaker);
+        Arc::clone(policy)
+    })?;
+    if let Some(previous) = previous {
+        for backend in routes.backends() {
+            let same = previous
+                .routes
+                .backends()
+                .iter()
+                .find(|old| old.name() == backend.name() && old.config.url == backend.config.url);
+            if let Some(old) = same {
+                backend.set_health((*old.health()).clone());
+            }
+        }
+    }
+    Ok(Runtime {
+        keys: Keys::new(&config.policies.auth),
+        routes,
+        config,
+    })
+}
+
+/// A user's limits: the defaults, then `rate_limits.users`, then the key's.
+fn limit_spec(policies: &PolicyConfig, user: &str, key: Option<&ApiKey>) -> LimitSpec {
+    let limits = &policies.limits;
+    let mut spec = LimitSpec {
+        requests_per_minute: limits.requests_per_minute,
+        tokens_per_minute: limits.tokens_per_minute,
+        rate: limits.rate,
+    };
+    if let Some((requests, tokens)) = limits.users.get(user) {
+        spec.requests_per_minute = requests.or(spec.requests_per_minute);
+        spec.tokens_per_minute = tokens.or(spec.tokens_per_minute);
+    }
+    if let Some(key) = key {
+        spec.requests_per_minute = key.requests_per_minute.or(spec.requests_per_minute);
+        spec.tokens_per_minute = key.tokens_per_minute.or(spec.tokens_per_minute);
+    }
+    spec
+}
+
 /// Reads the client's body up to `limit` bytes.
-async fn read_request(
-    body: Body,
-    headers: &HeaderMap,
-    limit: usize,
-) -> Result<Bytes, GatewayError> {
+async fn read_request(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, GatewayError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -180,21 +330,7 @@ pub async fn unknown_endpoint(request: Request<Body>) -> Response {
 
 /// The OpenAI-shaped 405 for a known path with the wrong method.
 pub async fn wrong_method(request: Request<Body>) -> Response {
-    let message = format!(
-        "method {} is not allowed on {}",
-        request.method(),
-        request.uri().path()
-    );
-    let body = crate::error::error_json(
-        &message,
-        "invalid_request_error",
-        None,
-        Some("method_not_allowed"),
-    );
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        [(header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response()
+    let message = format!("method {} is not allowed on {}", request.method(), request.uri().path());
+    let body = crate::error::error_json(&message, "invalid_request_error", None, Some("method_not_allowed"));
+    (StatusCode::METHOD_NOT_ALLOWED, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

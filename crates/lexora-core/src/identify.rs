@@ -1,6 +1,6 @@
 //! Identify: who is asking, and under which request id.
 //!
-//! API keys arrive with the policies; until then a user is named by the
+//! A user is the owner of the request's API key ([`auth`]), else the
 //! `x_user_id` extension (or `x-lexora-user` header), else OpenAI's `user`
 //! field, else `anonymous`.
 
@@ -9,7 +9,10 @@ use std::sync::OnceLock;
 
 use http::{HeaderMap, HeaderValue};
 
+use crate::config::ApiKey;
 use crate::parse::ParsedRequest;
+
+pub mod auth;
 
 /// The header that carries the request id both ways.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -46,11 +49,9 @@ fn new_request_id() -> HeaderValue {
 }
 
 /// The user a request is accounted to.
-pub fn user(request: &ParsedRequest) -> &str {
-    request
-        .extensions
-        .user_id
-        .as_deref()
+pub fn user<'a>(request: &'a ParsedRequest, key: Option<&'a ApiKey>) -> &'a str {
+    key.map(|k| k.user.as_str())
+        .or(request.extensions.user_id.as_deref())
         .or(request.user.as_deref().filter(|u| !u.is_empty()))
         .unwrap_or(ANONYMOUS)
 }

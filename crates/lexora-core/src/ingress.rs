@@ -14,11 +14,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin;
 use crate::gateway::{self, Gateway};
 use crate::parse::Endpoint;
 use crate::status;
 use crate::telemetry::METRICS_UPKEEP;
 use crate::upstream::health;
+
+/// How often idle per-user limiter state is swept.
+const LIMITER_SWEEP: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Every route of the gateway.
 pub fn router(gateway: Arc<Gateway>) -> Router {
@@ -45,6 +49,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/health/ready", get(status::ready))
         .route("/stats", get(status::stats))
         .route("/metrics", get(status::metrics))
+        .route("/admin/reload", post(admin::reload))
         .fallback(gateway::unknown_endpoint)
         .method_not_allowed_fallback(gateway::wrong_method)
         .with_state(gateway)
@@ -61,14 +66,26 @@ pub async fn serve(
     let tasks = TaskTracker::new();
     let background = CancellationToken::new();
 
-    let backends = gateway.routes.backends().to_vec();
-    let health_config = gateway.config.health.clone();
-    tasks.spawn(health::run(
-        backends,
-        health_config.check_interval,
-        health_config.check_timeout,
-        background.clone(),
-    ));
+    let probed = Arc::clone(&gateway);
+    let current = move || {
+        let runtime = probed.runtime();
+        (runtime.routes.backends().to_vec(), runtime.config.health.clone())
+    };
+    tasks.spawn(health::run(current, background.clone()));
+
+    // Forget the limiter state of users idle long enough to be full again.
+    let limits = Arc::clone(&gateway);
+    let cancel = background.clone();
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(LIMITER_SWEEP) => {
+                    limits.limiter.evict_idle(tokio::time::Instant::now());
+                }
+            }
+        }
+    });
 
     if let Some(handle) = gateway.metrics.clone() {
         let cancel = background.clone();
@@ -97,7 +114,7 @@ pub async fn serve(
         });
     }
 
-    let grace = gateway.config.server.shutdown_grace;
+    let grace = gateway.runtime().config.server.shutdown_grace;
     let listener = listener.tap_io(|tcp| {
         // Small SSE chunks must leave at once, not wait for Nagle.
         let _ = tcp.set_nodelay(true);

@@ -2,13 +2,17 @@
 //!
 //! The modules follow the request path of `DESIGN.md`:
 //! [`ingress`] (axum server, graceful shutdown) → [`identify`] (request id,
-//! user) → [`parse`] (raw body, extension fields) → [`route`] (model to
-//! backend) → [`upstream`] (send to the engine) → [`respond`] (pass answers
-//! and SSE streams through, settle usage) → [`record`] (stats, metrics,
-//! access log). [`config`] loads the settings, [`error`] is the one error
+//! API key, user) → [`parse`] (raw body, extension fields) → [`route`]
+//! (model to backends) → [`limit`] (per-user requests and tokens) →
+//! [`attempt`] ([`queue`], breaker, retries, failover; [`upstream`] sends to
+//! the engine) → [`respond`] (pass answers and SSE streams through, settle
+//! usage) → [`record`] (stats, metrics, access log). [`gateway`] orders the
+//! stages and owns hot reload; [`admin`] serves `/admin/*`. [`config`] loads the settings, [`error`] is the one error
 //! type, [`mock`] is the built-in test engine, [`status`] serves health,
 //! stats and metrics.
 
+pub mod admin;
+pub mod attempt;
 pub mod config;
 pub mod error;
 pub mod gateway;

@@ -14,6 +14,7 @@
 //! | `chunks` | completion tokens to generate |
 //! | `tokens_per_second` | streaming pace (0 = as fast as possible) |
 //! | `reset_after` | abort the connection after this many stream chunks |
+//! | `fail_first`, `fail_key` | apply `status` only to the first N requests with this key |
 //!
 //! `GET /mock/requests` lists the bodies received (newest last) and
 //! `GET /mock/stats` counts streams and non-streamed answers completed and
@@ -55,6 +56,8 @@ struct MockState {
     /// Non-streamed answers, counted the same way.
     answers: stream::StreamCounters,
     recent: Mutex<VecDeque<Value>>,
+    /// Requests seen per `fail_key`.
+    failures: Mutex<std::collections::HashMap<String, u32>>,
 }
 
 /// Per-request fault injection (the body's `"mock"` object).
@@ -67,6 +70,10 @@ struct Directives {
     chunks: Option<u32>,
     tokens_per_second: Option<f64>,
     reset_after: Option<u32>,
+    /// Apply `status` only to the first N requests carrying the same
+    /// `fail_key`; later ones succeed (an engine that recovers).
+    fail_first: Option<u32>,
+    fail_key: Option<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -85,6 +92,7 @@ impl MockEngine {
                 streams: stream::StreamCounters::default(),
                 answers: stream::StreamCounters::default(),
                 recent: Mutex::new(VecDeque::new()),
+                failures: Mutex::new(std::collections::HashMap::new()),
             }),
         }
     }
@@ -176,7 +184,7 @@ async fn admit(state: &MockState, body: &Bytes) -> Result<(Value, String, Direct
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    if let Some(status) = directives.status {
+    if let Some(status) = directives.status.filter(|_| should_fail(state, &directives)) {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let message = directives.message.as_deref().unwrap_or("injected failure");
         return Err(error_response(status, message, directives.retry_after));
@@ -198,6 +206,18 @@ async fn admit(state: &MockState, body: &Bytes) -> Result<(Value, String, Direct
             .unwrap_or_else(|| "mock".into()),
     };
     Ok((value, model, directives))
+}
+
+/// Whether an injected `status` applies to this request (see `fail_first`).
+fn should_fail(state: &MockState, directives: &Directives) -> bool {
+    let Some(limit) = directives.fail_first else {
+        return true;
+    };
+    let key = directives.fail_key.clone().unwrap_or_default();
+    let mut failures = state.failures.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = failures.entry(key).or_insert(0);
+    *seen += 1;
+    *seen <= limit
 }
 
 async fn chat(State(state): State<Arc<MockState>>, body: Bytes) -> Response {

@@ -63,13 +63,19 @@ pub enum Priority {
 }
 
 impl Priority {
-    fn parse(text: &str) -> Option<Self> {
+    /// Parses `high`, `normal` or `low`, in any case.
+    pub fn parse(text: &str) -> Option<Self> {
         match text.to_ascii_lowercase().as_str() {
             "high" => Some(Self::High),
             "normal" => Some(Self::Normal),
             "low" => Some(Self::Low),
             _ => None,
         }
+    }
+
+    /// Index into per-priority arrays: high 0, normal 1, low 2.
+    pub fn index(self) -> usize {
+        self as usize
     }
 
     /// The lower-case name.
@@ -102,6 +108,8 @@ pub struct ParsedRequest {
     pub client_wants_usage: bool,
     /// OpenAI's `user` field.
     pub user: Option<String>,
+    /// `max_tokens` (or `max_completion_tokens`) when it is a plain count.
+    pub max_tokens: Option<u64>,
     pub extensions: Extensions,
     /// The body to send upstream.
     pub body: Bytes,
@@ -117,6 +125,11 @@ struct Peek<'a> {
     stream_options: Option<StreamOptions>,
     #[serde(borrow, default)]
     user: Option<Cow<'a, str>>,
+    // Read leniently: a value Lexora cannot use is the engine's to judge.
+    #[serde(borrow, default)]
+    max_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    max_completion_tokens: Option<&'a RawValue>,
     // Extension fields are captured raw so that even `"x_priority": null`
     // counts as present and is stripped.
     #[serde(borrow, default, deserialize_with = "present")]
@@ -196,6 +209,10 @@ pub fn parse(
         .map(str::to_owned)
         .or_else(|| default_model.map(str::to_owned));
     let user = peek.user.as_deref().map(str::to_owned);
+    let max_tokens = peek
+        .max_tokens
+        .or(peek.max_completion_tokens)
+        .and_then(|raw| raw.get().parse::<u64>().ok());
 
     let body = if has_extension || fill_model || add_usage {
         rewrite(&body, model.as_deref().filter(|_| fill_model), add_usage)?
@@ -208,6 +225,7 @@ pub fn parse(
         stream,
         client_wants_usage,
         user,
+        max_tokens,
         extensions,
         body,
     })
@@ -350,6 +368,15 @@ fn rewrite(body: &[u8], fill_model: Option<&str>, add_usage: bool) -> Result<Byt
     serde_json::to_vec(&object)
         .map(Bytes::from)
         .map_err(internal)
+}
+
+/// The body with its `model` replaced (for a fallback model).
+pub fn replace_model(body: &[u8], model: &str) -> Result<Bytes, GatewayError> {
+    let mut object: IndexMap<Cow<'_, str>, &RawValue> =
+        serde_json::from_slice(body).map_err(|e| classify_json_error(&e, None))?;
+    let model_json = serde_json::value::to_raw_value(model).map_err(internal)?;
+    object.insert(Cow::Borrowed("model"), &model_json);
+    serde_json::to_vec(&object).map(Bytes::from).map_err(internal)
 }
 
 fn internal(e: serde_json::Error) -> GatewayError {

@@ -14,7 +14,9 @@ use metrics::{counter, gauge, histogram};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::parse::Endpoint;
+use crate::limit::Reservation;
+use crate::parse::{Endpoint, Priority};
+use crate::queue::Permit;
 
 pub mod stats;
 
@@ -56,6 +58,9 @@ impl Recorder {
             usage: None,
             first_byte: None,
             finished: false,
+            priority: None,
+            permit: None,
+            reservation: None,
         }
     }
 }
@@ -76,6 +81,11 @@ pub struct RequestRecord {
     first_byte: Option<Duration>,
     /// The response reached its end (for streams: the last byte was sent).
     finished: bool,
+    priority: Option<Priority>,
+    /// The backend slot, released when the request is over.
+    permit: Option<Permit>,
+    /// The rate-limit hold, settled to the real usage when the request is over.
+    reservation: Option<Reservation>,
 }
 
 impl RequestRecord {
@@ -83,6 +93,25 @@ impl RequestRecord {
     pub fn identify(&mut self, model: &str, user: &str) {
         model.clone_into(&mut self.model);
         user.clone_into(&mut self.user);
+    }
+
+    pub fn set_priority(&mut self, priority: Priority) {
+        self.priority = Some(priority);
+    }
+
+    /// Keeps the backend slot until the request is over (streams included).
+    pub fn hold(&mut self, permit: Permit) {
+        self.permit = Some(permit);
+    }
+
+    /// Keeps the rate-limit reservation to settle at the end.
+    pub fn hold_reservation(&mut self, reservation: Reservation) {
+        self.reservation = Some(reservation);
+    }
+
+    /// Counts a retry (another attempt after a failure).
+    pub fn note_retry(&self) {
+        self.recorder.stats.note_retry();
     }
 
     pub fn set_backend(&mut self, backend: &str) {
@@ -134,6 +163,17 @@ impl Drop for RequestRecord {
         }
         let error = self.status >= 400 || self.error.is_some();
         let usage = self.usage.unwrap_or_default();
+        self.permit = None;
+        if let Some(reservation) = self.reservation.take() {
+            let now = Instant::now();
+            match (self.usage, &self.backend) {
+                (Some(usage), _) => reservation.settle(usage.prompt_tokens + usage.completion_tokens, now),
+                // Never reached an engine: nothing was consumed.
+                (None, None) => reservation.cancel(now),
+                // Reached an engine that reported nothing: keep the estimate.
+                (None, Some(_)) => drop(reservation),
+            }
+        }
         let model = if self.model.is_empty() {
             "(none)"
         } else {
@@ -144,9 +184,11 @@ impl Drop for RequestRecord {
         } else {
             &self.user
         };
+        let priority = self.priority.map_or("none", Priority::as_str);
         self.recorder.stats.record(
             model,
             user,
+            priority,
             stats::Sample {
                 error,
                 prompt_tokens: usage.prompt_tokens,
@@ -176,6 +218,7 @@ impl Drop for RequestRecord {
         if let Some(kind) = self.error {
             counter!("lexora_errors_total", "kind" => kind).increment(1);
         }
+        counter!("lexora_requests_by_priority_total", "priority" => priority).increment(1);
 
         tracing::info!(
             target: "lexora::access",
@@ -183,6 +226,7 @@ impl Drop for RequestRecord {
             endpoint,
             model,
             user,
+            priority,
             backend = self.backend.as_deref().unwrap_or("-"),
             status = self.status,
             error = self.error.unwrap_or("-"),

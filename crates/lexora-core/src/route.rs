@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use crate::attempt::BackendPolicy;
 use crate::config::BackendConfig;
 use crate::error::GatewayError;
 use crate::upstream::Backend;
@@ -18,12 +19,12 @@ pub struct Routes {
 }
 
 impl Routes {
-    /// Builds every enabled backend.
-    pub fn new(configs: &[BackendConfig]) -> Result<Self, GatewayError> {
+    /// Builds every enabled backend; `policy` gives each its queue and
+    /// breaker (kept across reloads by name).
+    pub fn new(configs: &[BackendConfig], mut policy: impl FnMut(&BackendConfig) -> Arc<BackendPolicy>) -> Result<Self, GatewayError> {
         let backends = configs
             .iter()
-            .cloned()
-            .map(|config| Backend::new(config).map(Arc::new))
+            .map(|config| Backend::new(config.clone(), policy(config)).map(Arc::new))
             .collect::<Result<_, _>>()?;
         Ok(Self { backends })
     }
@@ -52,6 +53,31 @@ impl Routes {
             .ok_or_else(|| GatewayError::ModelNotFound {
                 model: model.to_owned(),
             })
+    }
+
+    /// Backends to try for `model`, in order: those serving it, then those
+    /// serving each fallback model (with the model to ask them for).
+    pub fn candidates(&self, model: Option<&str>, fallbacks: &[String]) -> Result<Vec<(Arc<Backend>, Option<String>)>, GatewayError> {
+        let Some(model) = model else {
+            return Ok(vec![(Arc::clone(self.pick(None)?), None)]);
+        };
+        let mut out: Vec<(Arc<Backend>, Option<String>)> =
+            self.serving(model).into_iter().map(|b| (b, None)).collect();
+        for fallback in fallbacks.iter().filter(|f| f.as_str() != model) {
+            out.extend(self.serving(fallback).into_iter().map(|b| (b, Some(fallback.clone()))));
+        }
+        if out.is_empty() {
+            return Err(GatewayError::ModelNotFound { model: model.to_owned() });
+        }
+        Ok(out)
+    }
+
+    /// Backends that name `model`, then those that may serve it.
+    fn serving(&self, model: &str) -> Vec<Arc<Backend>> {
+        let names = |b: &Backend| b.config.models.iter().any(|m| m == model) || b.health().models.iter().any(|m| m == model);
+        let named = self.backends.iter().filter(|b| names(b));
+        let open = self.backends.iter().filter(|b| !names(b) && b.serves(model));
+        named.chain(open).cloned().collect()
     }
 
     /// Every model any backend serves (configured or reported), each once,

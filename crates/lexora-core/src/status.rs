@@ -30,6 +30,10 @@ struct BackendView {
     latency_ms: Option<f64>,
     error: Option<String>,
     checked_at: Option<u64>,
+    circuit_breaker: &'static str,
+    in_flight: usize,
+    waiting: usize,
+    max_concurrency: Option<usize>,
 }
 
 fn backend_view(backend: &Backend) -> BackendView {
@@ -57,6 +61,10 @@ fn backend_view(backend: &Backend) -> BackendView {
         latency_ms: health.latency_ms,
         error: health.error.clone(),
         checked_at: health.checked_at,
+        circuit_breaker: backend.policy.breaker.state_name(),
+        in_flight: backend.policy.queue.in_flight(),
+        waiting: backend.policy.queue.waiting(),
+        max_concurrency: backend.config.max_concurrency,
     }
 }
 
@@ -74,7 +82,8 @@ fn uptime_text(seconds: u64) -> String {
 /// `GET /health`: always 200 while the process serves; the body says how
 /// well (`healthy`, `degraded`, `unhealthy`) and why.
 pub async fn health(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
-    let backends = gateway.routes.backends();
+    let runtime = gateway.runtime();
+    let backends = runtime.routes.backends();
     let reachable = backends.iter().filter(|b| b.health().reachable()).count();
     let status = match reachable {
         n if n == backends.len() => "healthy",
@@ -92,11 +101,11 @@ pub async fn health(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
         .iter()
         .find(|b| b.name() == "vllm")
         .or(backends.first());
-    let model = gateway
+    let model = runtime
         .config
         .default_model
         .clone()
-        .or_else(|| gateway.routes.models().into_iter().next().map(|(m, _)| m));
+        .or_else(|| runtime.routes.models().into_iter().next().map(|(m, _)| m));
     Json(json!({
         "status": status,
         "service": "lexora",
@@ -111,7 +120,8 @@ pub async fn health(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
 
 /// `GET /health/ready`: 200 when at least one backend is reachable.
 pub async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
-    let reachable: Vec<&str> = gateway
+    let runtime = gateway.runtime();
+    let reachable: Vec<&str> = runtime
         .routes
         .backends()
         .iter()
@@ -134,11 +144,28 @@ pub async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
 pub async fn stats(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
     let view = gateway.recorder.stats.view();
     let mut value = serde_json::to_value(view).unwrap_or_else(|_| json!({}));
+    let runtime = gateway.runtime();
+    let backends: BTreeMap<&str, Value> = runtime
+        .routes
+        .backends()
+        .iter()
+        .map(|b| {
+            let policy = &b.policy;
+            let [high, normal, low] = policy.queue.waiting_by_priority();
+            let view = json!({
+                "circuit_breaker": policy.breaker.state_name(),
+                "consecutive_failures": policy.breaker.failures(),
+                "breaker_opened": policy.breaker.opened_total(),
+                "in_flight": policy.queue.in_flight(),
+                "waiting": {"high": high, "normal": normal, "low": low},
+            });
+            (b.name(), view)
+        })
+        .collect();
     if let Value::Object(map) = &mut value {
-        map.insert(
-            "uptime_seconds".into(),
-            json!(gateway.started.elapsed().as_secs()),
-        );
+        map.insert("uptime_seconds".into(), json!(gateway.started.elapsed().as_secs()));
+        map.insert("limited_users".into(), json!(gateway.limiter.users()));
+        map.insert("backends".into(), json!(backends));
     }
     Json(value)
 }
@@ -151,13 +178,19 @@ pub async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
         }
         .into_response();
     };
-    for backend in gateway.routes.backends() {
-        let up = if backend.health().reachable() {
-            1.0
-        } else {
-            0.0
+    for backend in gateway.runtime().routes.backends() {
+        let name = backend.name().to_owned();
+        let up = if backend.health().reachable() { 1.0 } else { 0.0 };
+        gauge!("lexora_backend_up", "backend" => name.clone()).set(up);
+        let policy = &backend.policy;
+        let breaker = match policy.breaker.state_name() {
+            "closed" => 0.0,
+            "half_open" => 1.0,
+            _ => 2.0,
         };
-        gauge!("lexora_backend_up", "backend" => backend.name().to_owned()).set(up);
+        gauge!("lexora_circuit_breaker_state", "backend" => name.clone()).set(breaker);
+        gauge!("lexora_backend_in_flight", "backend" => name.clone()).set(policy.queue.in_flight() as f64);
+        gauge!("lexora_queue_depth", "backend" => name).set(policy.queue.waiting() as f64);
     }
     (
         [(
@@ -177,6 +210,7 @@ pub async fn models(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let data: Vec<Value> = gateway
+        .runtime()
         .routes
         .models()
         .into_iter()

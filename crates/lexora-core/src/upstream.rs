@@ -21,6 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::ServiceExt;
 
+use crate::attempt::BackendPolicy;
 use crate::config::{BackendConfig, BackendKind};
 use crate::error::GatewayError;
 use crate::mock::MockEngine;
@@ -42,6 +43,9 @@ enum Transport {
 /// A configured engine or provider and its observed health.
 pub struct Backend {
     pub config: BackendConfig,
+    /// Queue and breaker; shared with the backend of the same name in the
+    /// next config after a reload.
+    pub policy: Arc<BackendPolicy>,
     transport: Transport,
     /// `Authorization` sent upstream, marked sensitive so it never prints.
     authorization: Option<HeaderValue>,
@@ -58,7 +62,7 @@ impl std::fmt::Debug for Backend {
 
 impl Backend {
     /// Builds the backend's transport (HTTP pool or in-process engine).
-    pub fn new(config: BackendConfig) -> Result<Self, GatewayError> {
+    pub fn new(config: BackendConfig, policy: Arc<BackendPolicy>) -> Result<Self, GatewayError> {
         let transport = match (&config.kind, &config.url) {
             (BackendKind::Mock, _) => {
                 Transport::InProcess(MockEngine::new(config.mock.clone()).router())
@@ -91,6 +95,7 @@ impl Backend {
         let health = ArcSwap::from_pointee(BackendHealth::unknown(&config));
         Ok(Self {
             config,
+            policy,
             transport,
             authorization,
             health,

@@ -4,12 +4,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use clap::{Args, Parser, Subcommand};
 use lexora_core::config::{self, Config, Layers, MockConfig};
-use lexora_core::gateway::Gateway;
+use lexora_core::gateway::{ConfigLoader, Gateway};
 use lexora_core::mock::MockEngine;
 use lexora_core::{ingress, status, telemetry};
 use tokio::net::TcpListener;
@@ -55,7 +56,7 @@ enum ConfigCommand {
     },
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct ServeArgs {
     /// Config file (else $LEXORA_CONFIG, else config/lexora_config.yaml if present).
     #[arg(long, short)]
@@ -133,13 +134,17 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     layers
         .apply_env(std::env::vars(), &config::defaults_tree())
         .map_err(|e| anyhow!("{e}"))?;
+    apply_flags(&mut layers, args);
+    Config::from_layers(layers).map_err(|e| anyhow!("{e}"))
+}
+
+fn apply_flags(layers: &mut Layers, args: &ServeArgs) {
     if let Some(host) = &args.host {
         layers.set_flag(&["server", "host"], host.clone().into(), "--host");
     }
     if let Some(port) = args.port {
         layers.set_flag(&["server", "port"], port.into(), "--port");
     }
-    Config::from_layers(layers).map_err(|e| anyhow!("{e}"))
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -184,14 +189,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .map_or_else(|| "in-process".to_owned(), |u| u.to_string());
         tracing::info!(backend = %backend.name, target = %target, models = ?backend.models, "backend configured");
     }
-    let gateway = Gateway::new(config, metrics).map_err(|e| anyhow!("{e}"))?;
+    let reload_args = args.clone();
+    let loader: ConfigLoader = Box::new(move || {
+        let file = config::resolve_path(reload_args.config.as_deref());
+        let mut layers = Layers::from_file(file.as_deref())?;
+        layers.apply_env(std::env::vars(), &config::defaults_tree())?;
+        apply_flags(&mut layers, &reload_args);
+        Config::from_layers(layers)
+    });
+    let gateway = Gateway::new(config, metrics, loader).map_err(|e| anyhow!("{e}"))?;
 
     announce("lexora listening on", local);
     tracing::info!(address = %local, version = status::VERSION, "lexora listening");
     let shutdown = CancellationToken::new();
     let signals = shutdown_on_signal(shutdown.clone());
+    let reloads = reload_on_sighup(Arc::clone(&gateway));
     let result = ingress::serve(gateway, listener, metrics_listener, shutdown).await;
     signals.abort();
+    reloads.abort();
     tracing::info!("lexora stopped");
     result.context("serving")
 }
@@ -238,6 +253,29 @@ fn shutdown_on_signal(token: CancellationToken) -> tokio::task::JoinHandle<()> {
         wait_for_signal().await;
         tracing::info!("shutdown signal received");
         token.cancel();
+    })
+}
+
+/// Reloads the configuration on every SIGHUP; a bad file is logged and the
+/// running configuration stays.
+fn reload_on_sighup(gateway: Arc<Gateway>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+                tracing::warn!("cannot listen for SIGHUP; use POST /admin/reload");
+                return;
+            };
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the configuration");
+                if let Err(error) = gateway.reload().await {
+                    tracing::error!(%error, "reload refused; the running configuration stays");
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        drop(gateway);
     })
 }
 

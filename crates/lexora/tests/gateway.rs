@@ -10,6 +10,8 @@ mod cli;
 mod errors;
 #[path = "gateway/lifecycle.rs"]
 mod lifecycle;
+#[path = "gateway/policies.rs"]
+mod policies;
 #[path = "gateway/proxy.rs"]
 mod proxy;
 #[path = "gateway/streaming.rs"]

@@ -28,6 +28,12 @@ pub struct RawConfig {
     pub rate_limits: RawRateLimits,
     pub queue: RawQueue,
     pub retry: RawRetry,
+    /// Seed 003's circuit breaker, per backend.
+    pub circuit_breaker: RawBreaker,
+    /// API keys; without any, the gateway is open (as in the seeds).
+    pub auth: RawAuth,
+    /// Model -> models to try, in order, when no backend of it can answer.
+    pub fallbacks: IndexMap<String, Vec<String>>,
     pub logging: RawLogging,
     pub metrics: RawMetrics,
 }
@@ -93,6 +99,8 @@ pub struct RawBackend {
     pub headers: IndexMap<String, Secret>,
     /// Settings of the in-process engine of a `type: mock` backend.
     pub mock: Option<RawMock>,
+    /// Requests in flight at this backend at most; more wait in the queue.
+    pub max_concurrency: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -189,6 +197,9 @@ pub struct RawQueue {
     pub default_timeout: f64,
     /// Lower number = served first.
     pub priorities: RawPriorities,
+    /// Seconds of waiting that lower a request's rank by one priority unit,
+    /// so low priority never starves.
+    pub aging_seconds: f64,
 }
 
 impl Default for RawQueue {
@@ -197,8 +208,61 @@ impl Default for RawQueue {
             max_size: 100,
             default_timeout: 60.0,
             priorities: RawPriorities::default(),
+            aging_seconds: 1.0,
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBreaker {
+    pub enabled: bool,
+    /// Consecutive failures that open the breaker.
+    pub failure_threshold: u32,
+    /// Seconds an open breaker waits before letting one probe through.
+    pub timeout: f64,
+}
+
+impl Default for RawBreaker {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            failure_threshold: 5,
+            timeout: 60.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuth {
+    /// Guards `/admin/*`; without it the admin endpoints are refused.
+    pub admin_key: Option<Secret>,
+    pub keys: Vec<RawApiKey>,
+    /// A YAML file holding more `keys` entries (a list), kept out of the
+    /// main config for permissions' sake.
+    pub keys_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKey {
+    pub key: Secret,
+    /// The user this key identifies.
+    pub user: String,
+    /// Models this key may use; empty = all.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Priority of requests that name none.
+    #[serde(default)]
+    pub priority: Option<String>,
+    /// Highest priority this key may ask for.
+    #[serde(default)]
+    pub max_priority: Option<String>,
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

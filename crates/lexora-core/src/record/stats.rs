@@ -144,6 +144,9 @@ pub struct Stats {
     hour_errors: Window<60>,
     models: DashMap<String, Counters>,
     users: DashMap<String, Counters>,
+    priorities: DashMap<String, Counters>,
+    retries: AtomicU64,
+    rate_limited: AtomicU64,
 }
 
 impl Default for Stats {
@@ -155,6 +158,9 @@ impl Default for Stats {
             hour_errors: Window::new(60),
             models: DashMap::new(),
             users: DashMap::new(),
+            priorities: DashMap::new(),
+            retries: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
         }
     }
 }
@@ -170,8 +176,11 @@ pub struct StatsView {
     pub avg_latency_ms: f64,
     pub requests_per_minute: u64,
     pub errors_last_hour: u64,
+    pub retries: u64,
+    pub rate_limited: u64,
     pub models: std::collections::BTreeMap<String, CountersView>,
     pub users: std::collections::BTreeMap<String, CountersView>,
+    pub priorities: std::collections::BTreeMap<String, CountersView>,
 }
 
 impl Stats {
@@ -179,8 +188,18 @@ impl Stats {
         self.started.elapsed().as_secs()
     }
 
+    /// Counts a retry.
+    pub fn note_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request refused by a rate limit.
+    pub fn note_rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Adds one finished request.
-    pub fn record(&self, model: &str, user: &str, sample: Sample) {
+    pub fn record(&self, model: &str, user: &str, priority: &str, sample: Sample) {
         let now = self.elapsed_secs();
         self.total.add(&sample);
         self.minute.add(now);
@@ -189,6 +208,7 @@ impl Stats {
         }
         add_to(&self.models, model, &sample, usize::MAX);
         add_to(&self.users, user, &sample, MAX_USERS);
+        add_to(&self.priorities, priority, &sample, usize::MAX);
     }
 
     /// A consistent-enough snapshot for `/stats`.
@@ -209,8 +229,11 @@ impl Stats {
             avg_latency_ms: total.avg_latency_ms,
             requests_per_minute: self.minute.sum(now),
             errors_last_hour: self.hour_errors.sum(now),
+            retries: self.retries.load(Ordering::Relaxed),
+            rate_limited: self.rate_limited.load(Ordering::Relaxed),
             models: collect(&self.models),
             users: collect(&self.users),
+            priorities: collect(&self.priorities),
         }
     }
 }
@@ -242,9 +265,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn totals_and_breakdowns_add_up() {
         let stats = Stats::default();
-        stats.record("m1", "alice", sample(false));
-        stats.record("m1", "bob", sample(true));
-        stats.record("m2", "alice", sample(false));
+        stats.record("m1", "alice", "normal", sample(false));
+        stats.record("m1", "bob", "high", sample(true));
+        stats.record("m2", "alice", "normal", sample(false));
         let view = stats.view();
         assert_eq!(view.total_requests, 3);
         assert_eq!(view.total_errors, 1);
@@ -255,14 +278,16 @@ mod tests {
         assert_eq!(view.models["m1"].requests, 2);
         assert_eq!(view.users["alice"].total_tokens, 16);
         assert_eq!(view.users["bob"].errors, 1);
+        assert_eq!(view.priorities["normal"].requests, 2);
+        assert_eq!(view.priorities["high"].errors, 1);
     }
 
     #[tokio::test(start_paused = true)]
     async fn windows_forget_old_events() {
         let stats = Stats::default();
-        stats.record("m", "u", sample(true));
+        stats.record("m", "u", "low", sample(true));
         tokio::time::advance(Duration::from_secs(30)).await;
-        stats.record("m", "u", sample(false));
+        stats.record("m", "u", "low", sample(false));
         assert_eq!(stats.view().requests_per_minute, 2);
         tokio::time::advance(Duration::from_secs(45)).await;
         let view = stats.view();
@@ -282,7 +307,7 @@ mod tests {
     fn users_are_bounded() {
         let stats = Stats::default();
         for i in 0..MAX_USERS + 5 {
-            stats.record("m", &format!("user-{i}"), sample(false));
+            stats.record("m", &format!("user-{i}"), "normal", sample(false));
         }
         let view = stats.view();
         assert_eq!(view.users.len(), MAX_USERS + 1);

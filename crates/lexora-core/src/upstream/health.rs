@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::Backend;
-use crate::config::BackendConfig;
+use crate::config::{BackendConfig, HealthConfig};
 
 /// What the last probe saw.
 #[derive(Debug, Clone, Serialize)]
@@ -111,22 +111,14 @@ pub async fn probe(backend: &Backend, timeout: Duration) -> BackendHealth {
     }
 }
 
-/// Probes every backend now and then at `interval` until cancelled.
-pub async fn run(
-    backends: Vec<Arc<Backend>>,
-    interval: Duration,
-    timeout: Duration,
-    cancel: CancellationToken,
-) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Probes every backend now and then every `check_interval` until
+/// cancelled. `current` gives the backends and settings in force, so a
+/// reload is picked up at the next round.
+pub async fn run(current: impl Fn() -> (Vec<Arc<Backend>>, HealthConfig), cancel: CancellationToken) {
     loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
+        let (backends, config) = current();
         let probes = backends.iter().map(|backend| async move {
-            let health = probe(backend, timeout).await;
+            let health = probe(backend, config.check_timeout).await;
             if health.reachable() != backend.health().reachable() {
                 if health.reachable() {
                     tracing::info!(backend = backend.name(), models = ?health.models, "backend reachable");
@@ -139,6 +131,10 @@ pub async fn run(
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = futures_util::future::join_all(probes) => {}
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(config.check_interval) => {}
         }
     }
 }

@@ -154,14 +154,21 @@ pub fn gateway_with_env(config: &str, env: &[(&str, &str)]) -> Process {
     )
 }
 
+/// `lexora serve --config PATH` for a file the test keeps editing.
+pub fn gateway_at(path: &std::path::Path) -> Process {
+    let path = path.to_str().expect("utf8 path").to_owned();
+    spawn(&["serve", "--config", &path, "--host", "127.0.0.1", "--port", "0"], &[], TempDir::new())
+}
+
 pub fn gateway(config: &str) -> Process {
     gateway_with_env(config, &[])
 }
 
-/// A gateway in front of `engine` with both mock models listed.
+/// A gateway in front of `engine` with both mock models listed, without
+/// retries or rate limits (tests of those policies configure them).
 pub fn gateway_for(engine: &Process, extra: &str) -> Process {
     gateway(&format!(
-        "health:\n  check_interval: 0.2\nbackends:\n  engine:\n    url: {}\n    models:\n      - name: m1\n      - name: m2\n{extra}",
+        "health:\n  check_interval: 0.2\nretry:\n  max_retries: 0\nrate_limit:\n  enabled: false\nbackends:\n  engine:\n    url: {}\n    models:\n      - name: m1\n      - name: m2\n{extra}",
         engine.url
     ))
 }

@@ -1,0 +1,232 @@
+//! Attempt: get an answer head from some backend, within the deadline.
+//!
+//! For each try the next candidate backend (those serving the model, then
+//! those of its fallback models) is asked in order: its circuit breaker may
+//! refuse at once, its queue bounds the requests in flight, then the request
+//! is sent. A retryable failure (connect error, reset, 502/503/504, 429)
+//! moves on to the next candidate at once (failover); when every candidate
+//! has had its turn, the next round waits an exponential backoff (or the
+//! engine's `Retry-After`). All of this happens before any byte reaches the
+//! client, and never past the request's deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{Method, Response};
+use metrics::counter;
+use tokio::time::Instant;
+
+use crate::config::{BreakerConfig, QueueSettings, RetryConfig};
+use crate::error::GatewayError;
+use crate::parse::{self, ParsedRequest, Priority};
+use crate::queue::{BackendQueue, Permit, QueueConfig, QueueError};
+use crate::record::RequestRecord;
+use crate::respond;
+use crate::upstream::Backend;
+
+pub mod breaker;
+pub mod retry;
+
+pub use breaker::{Admission, Breaker};
+
+/// The per-backend policy state that outlives config reloads.
+#[derive(Debug)]
+pub struct BackendPolicy {
+    pub queue: Arc<BackendQueue>,
+    pub breaker: Breaker,
+}
+
+impl BackendPolicy {
+    pub fn new(max_concurrency: Option<usize>, queue: &QueueSettings, breaker: &BreakerConfig) -> Arc<Self> {
+        Arc::new(Self {
+            queue: BackendQueue::new(queue_config(max_concurrency, queue)),
+            breaker: Breaker::new(breaker.clone()),
+        })
+    }
+
+    /// Applies reloaded settings, keeping waiters, in-flight requests and
+    /// the breaker's state.
+    pub fn reconfigure(&self, max_concurrency: Option<usize>, queue: &QueueSettings, breaker: &BreakerConfig) {
+        self.queue.reconfigure(queue_config(max_concurrency, queue));
+        self.breaker.reconfigure(breaker.clone());
+    }
+}
+
+fn queue_config(max_concurrency: Option<usize>, queue: &QueueSettings) -> QueueConfig {
+    QueueConfig {
+        max_concurrency,
+        max_size: queue.max_size,
+        weights: queue.weights,
+        aging_step: queue.aging_step,
+    }
+}
+
+/// A successful answer head and what must live as long as its body.
+pub struct Answer {
+    pub backend: Arc<Backend>,
+    pub upstream: Response<Body>,
+    /// For streams: the first bytes, already read.
+    pub first: Option<Bytes>,
+    pub queue_wait: Duration,
+}
+
+/// What the attempt needs to know about the request.
+pub struct Plan<'a> {
+    pub request: &'a ParsedRequest,
+    pub priority: Priority,
+    /// When the whole request must be done.
+    pub deadline: Instant,
+    /// When waiting for a free backend slot gives up.
+    pub queue_deadline: Instant,
+    pub timeout: Duration,
+}
+
+/// Tries `candidates` (from [`crate::route::Routes::candidates`]) until one
+/// answers successfully or the retry budget is spent.
+pub async fn run(candidates: &[(Arc<Backend>, Option<String>)], retry: &RetryConfig, plan: Plan<'_>, record: &mut RequestRecord) -> Result<Answer, GatewayError> {
+    let mut cursor = 0usize;
+    let mut last_error: Option<GatewayError> = None;
+    let mut refused_for: Option<Duration> = None;
+    let mut tries = 0u32;
+    let mut tried_in_round = false;
+    let mut wait_hint: Option<Duration> = None;
+
+    while tries <= retry.max_retries {
+        // A full round over the candidates ends here: pause before the next,
+        // unless every breaker refused (then there is nothing to wait for).
+        if cursor >= candidates.len() {
+            if !tried_in_round {
+                break;
+            }
+            tried_in_round = false;
+            cursor = 0;
+            let jitter: f64 = rand::random();
+            let pause = retry::backoff(retry, tries, jitter).max(wait_hint.take().unwrap_or_default());
+            if Instant::now() + pause >= plan.deadline {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+        }
+        let Some((index, backend, admission)) = next_admitted(candidates, cursor) else {
+            cursor = candidates.len();
+            continue;
+        };
+        if let Admission::Refused { retry_after } = admission {
+            // next_admitted only returns a refusal when all the rest refuse.
+            refused_for = Some(refused_for.map_or(retry_after, |d| d.min(retry_after)));
+            cursor = candidates.len();
+            continue;
+        }
+        cursor = index + 1;
+        tried_in_round = true;
+        tries += 1;
+        if tries > 1 {
+            record.note_retry();
+            counter!("lexora_retries_total", "backend" => backend.name().to_owned()).increment(1);
+        }
+        record.set_backend(backend.name());
+        let candidate_model = candidates[index].1.as_deref();
+        match attempt(backend, candidate_model, &plan, record).await {
+            Ok(answer) => {
+                backend.policy.breaker.record_success();
+                return Ok(answer);
+            }
+            Err(error) => {
+                if counts_as_failure(&error) {
+                    backend.policy.breaker.record_failure(Instant::now());
+                } else if admission == Admission::Probe {
+                    backend.policy.breaker.record_success();
+                }
+                if !error.retryable() {
+                    return Err(error);
+                }
+                if let GatewayError::UpstreamStatus { retry_after, .. } = &error {
+                    wait_hint = retry::retry_after(retry_after.as_ref());
+                }
+                tracing::debug!(backend = backend.name(), %error, "attempt failed; trying again");
+                last_error = Some(error);
+            }
+        }
+    }
+    Err(match (last_error, refused_for) {
+        (Some(error), _) => error,
+        (None, retry_after) => GatewayError::BreakerOpen {
+            retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
+        },
+    })
+}
+
+/// The first candidate from `cursor` on whose breaker does not refuse, or
+/// the first refusing one when all refuse (to report its wait).
+fn next_admitted(candidates: &[(Arc<Backend>, Option<String>)], cursor: usize) -> Option<(usize, &Arc<Backend>, Admission)> {
+    let now = Instant::now();
+    let mut refused = None;
+    for (index, (backend, _)) in candidates.iter().enumerate().skip(cursor) {
+        match backend.policy.breaker.admit(now) {
+            Admission::Refused { retry_after } => {
+                refused.get_or_insert((index, backend, Admission::Refused { retry_after }));
+            }
+            admission => return Some((index, backend, admission)),
+        }
+    }
+    refused
+}
+
+/// Failures that say the backend is unwell (not the request).
+fn counts_as_failure(error: &GatewayError) -> bool {
+    match error {
+        GatewayError::UpstreamConnect { .. } | GatewayError::UpstreamReset { .. } | GatewayError::UpstreamTimeout { .. } => true,
+        GatewayError::UpstreamStatus { status, .. } => matches!(status.as_u16(), 500 | 502 | 503 | 504),
+        _ => false,
+    }
+}
+
+/// One try at one backend: queue slot, send, check the head (and the first
+/// chunk of a stream, so a stream that dies at once is still retryable).
+async fn attempt(backend: &Arc<Backend>, model: Option<&str>, plan: &Plan<'_>, record: &mut RequestRecord) -> Result<Answer, GatewayError> {
+    let permit: Permit = backend
+        .policy
+        .queue
+        .acquire(plan.priority, plan.queue_deadline)
+        .await
+        .map_err(|e| match e {
+            QueueError::Full { size, retry_after } => GatewayError::QueueFull {
+                backend: backend.name().to_owned(),
+                size,
+                retry_after,
+            },
+            QueueError::Timeout { waited } => GatewayError::QueueTimeout {
+                backend: backend.name().to_owned(),
+                waited,
+            },
+        })?;
+    let queue_wait = permit.waited();
+    let body = match model {
+        Some(model) => parse::replace_model(&plan.request.body, model)?,
+        None => plan.request.body.clone(),
+    };
+    let sent = backend.send(Method::POST, plan.request.endpoint.path(), body, &record.request_id);
+    let upstream = tokio::time::timeout_at(plan.deadline, sent)
+        .await
+        .map_err(|_| GatewayError::UpstreamTimeout {
+            backend: backend.name().to_owned(),
+            after: plan.timeout,
+        })??;
+    if !upstream.status().is_success() {
+        return Err(respond::upstream_error(upstream, backend.name(), plan.deadline, plan.timeout).await);
+    }
+    let mut answer = Answer {
+        backend: Arc::clone(backend),
+        upstream,
+        first: None,
+        queue_wait,
+    };
+    if respond::is_event_stream(&answer.upstream) {
+        let first = respond::first_chunk(answer.upstream.body_mut(), backend.name(), plan.deadline, plan.timeout).await?;
+        answer.first = Some(first);
+    }
+    record.hold(permit);
+    Ok(answer)
+}
