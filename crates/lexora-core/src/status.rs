@@ -204,19 +204,23 @@ pub async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
 
 /// `GET /v1/models`: every model of every backend, from config and from
 /// what the engines reported, so the list survives a backend being down.
-pub async fn models(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let data: Vec<Value> = gateway
-        .runtime()
+/// With API keys configured, the list needs a key and shows only the
+/// models that key may use.
+pub async fn models(State(gateway): State<Arc<Gateway>>, headers: http::HeaderMap) -> Response {
+    let runtime = gateway.runtime();
+    let key = match runtime.keys.authenticate(&headers) {
+        Ok(key) => key,
+        Err(error) => return error.into_response(),
+    };
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let data: Vec<Value> = runtime
         .routes
         .models()
         .into_iter()
+        .filter(|(id, _)| key.as_ref().is_none_or(|k| k.models.is_empty() || k.models.contains(id)))
         .map(|(id, backend)| json!({"id": id, "object": "model", "created": created, "owned_by": backend}))
         .collect();
-    Json(json!({"object": "list", "data": data}))
+    Json(json!({"object": "list", "data": data})).into_response()
 }
 
 #[cfg(test)]

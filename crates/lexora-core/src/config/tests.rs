@@ -313,3 +313,67 @@ fn mock_backend_needs_no_url() {
     assert_eq!(config.backends[0].kind, BackendKind::Mock);
     assert_eq!(config.backends[0].mock.models, ["demo-model"]);
 }
+
+#[test]
+fn seed_policies_mean_what_they_say() {
+    let seed000 = load_with(Some(&examples().join("seed000.yaml")), &[]).expect("loads");
+    let p = &seed000.policies;
+    assert_eq!(p.limits.rate, Some((10.0, 20)));
+    assert_eq!(p.retry.max_retries, 3);
+    assert_eq!(p.retry.base_delay, Duration::from_secs(1));
+    assert_eq!(p.retry.max_delay, Duration::from_secs(30));
+
+    let seed001 = load_with(Some(&examples().join("seed001.yaml")), &[]).expect("loads");
+    let p = &seed001.policies;
+    assert_eq!(p.retry.max_retries, 2, "max_attempts: 3 is the first try and two retries");
+    assert_eq!(p.retry.exponential_base, 2.0);
+    assert_eq!(p.limits.requests_per_minute, Some(30));
+    assert_eq!(p.limits.tokens_per_minute, Some(50_000));
+    assert_eq!(p.limits.users["takahito"], (Some(60), Some(100_000)));
+    assert_eq!(p.queue.max_size, 100);
+    assert_eq!(p.queue.weights, [1, 5, 10]);
+    assert_eq!(p.queue.default_timeout, Duration::from_secs(60));
+    assert!(p.breaker.enabled);
+    assert_eq!(p.breaker.failure_threshold, 5, "seed 003's defaults");
+    assert_eq!(p.breaker.open_for, Duration::from_secs(60));
+}
+
+#[test]
+fn api_keys_load_from_the_file_and_a_keys_file() {
+    let dir = tempdir::Dir::new();
+    std::fs::write(dir.path().join("keys.yaml"), "- key: sk-from-file-1\n  user: bob\n  max_priority: normal\n").expect("write");
+    let path = dir.path().join("lexora.yaml");
+    std::fs::write(
+        &path,
+        "auth:\n  admin_key: admin-secret\n  keys_file: keys.yaml\n  keys:\n    - key: sk-inline-0001\n      user: alice\n      models: [m1]\n      requests_per_minute: 5\n",
+    )
+    .expect("write");
+    let config = load_with(Some(&path), &[]).expect("loads");
+    let keys = &config.policies.auth.keys;
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0].user, "alice");
+    assert_eq!(keys[0].requests_per_minute, Some(5));
+    assert_eq!(keys[1].user, "bob");
+    assert_eq!(keys[1].max_priority, Some(crate::parse::Priority::Normal));
+    assert!(!format!("{config:?}").contains("sk-inline"));
+    let printed = serde_yaml_ng::to_string(&config.raw).expect("yaml");
+    assert!(!printed.contains("sk-inline") && !printed.contains("admin-secret"), "{printed}");
+}
+
+#[test]
+fn bad_policy_values_name_their_keys() {
+    for (yaml, key) in [
+        ("auth:\n  keys:\n    - key: short\n      user: a\n", "auth.keys[0].key"),
+        ("auth:\n  keys:\n    - key: long-enough-1\n      user: a\n      priority: urgent\n", "auth.keys[0].priority"),
+        ("rate_limits:\n  users:\n    bob:\n      requests_per_minute: 0\n", "rate_limits.users.bob.requests_per_minute"),
+        ("rate_limit:\n  default_burst: 0\n", "rate_limit.default_burst"),
+        ("circuit_breaker:\n  timeout: -1\n", "circuit_breaker.timeout"),
+        ("queue:\n  aging_seconds: 0\n", "queue.aging_seconds"),
+        ("backends:\n  a:\n    url: http://x\n    max_concurrency: 0\n", "backends.a.max_concurrency"),
+        ("auth:\n  keys_file: /nonexistent/keys.yaml\n", "auth.keys_file"),
+    ] {
+        let (_dir, path) = write_yaml(yaml);
+        let text = error_text(load_with(Some(&path), &[]));
+        assert!(text.contains(&format!("key `{key}`")), "{yaml:?} gave {text}");
+    }
+}

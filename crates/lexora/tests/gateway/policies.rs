@@ -50,6 +50,12 @@ async fn api_keys_identify_users_and_guard_models_and_admin() {
     let allowed = post_with_key(&url, "sk-bob-00001", json!({"model": "m2", "messages": []})).await;
     assert_eq!(allowed.status(), 200);
 
+    let models = format!("{}/v1/models", gw.url);
+    assert_eq!(client().get(&models).send().await.expect("send").status(), 401);
+    let listed: Value = client().get(&models).bearer_auth("sk-bob-00001").send().await.expect("send").json().await.expect("json");
+    let ids: Vec<&str> = listed["data"].as_array().expect("data").iter().filter_map(|m| m["id"].as_str()).collect();
+    assert_eq!(ids, ["m2"], "a key sees only its models");
+
     let reload = format!("{}/admin/reload", gw.url);
     let none = client().post(&reload).send().await.expect("send");
     assert_eq!(none.status(), 401);
