@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A first look at the latency and throughput Lexora adds over direct access
 # to an engine: wrk against the mock engine directly, then through Lexora
-# (release build), with the gateway pinned to CPU 0 and wrk plus the engine
-# to CPU 1. Interleaved rounds; prints medians. Not part of the tests.
+# (release build) with its policies off and with every policy on (API key,
+# limits, queue, retries, breaker), the gateway pinned to CPU 0 and wrk plus
+# the engine to CPU 1. Interleaved rounds; prints medians. Not part of the tests.
 # The full harness (nginx and peer gateways, open-loop rates) is separate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,16 +31,36 @@ start() { # name, cpu, args... -> sets URL (no subshell, so pids is kept)
 
 start engine 1 mock --port 0 --model m --chunks 16
 engine=$URL
-cat >"$work/gw.yaml" <<YAML
+# Policies off: the seed-000 default rate limit, retries and breaker disabled.
+cat >"$work/off.yaml" <<YAML
 logging: {level: warn}
+rate_limit: {enabled: false}
+retry: {max_retries: 0}
+circuit_breaker: {enabled: false}
 backends:
   engine: {url: "$engine", models: [{name: m}]}
 YAML
-start gateway 0 serve --config "$work/gw.yaml" --host 127.0.0.1 --port 0
-gateway=$URL
+# Every policy on, with limits high enough never to refuse.
+cat >"$work/on.yaml" <<YAML
+logging: {level: warn}
+auth:
+  keys: [{key: sk-bench-000000001, user: bench, max_priority: high}]
+rate_limit: {enabled: true, default_rate: 1000000, default_burst: 1000000}
+rate_limits:
+  default: {requests_per_minute: 1000000000, tokens_per_minute: 1000000000000}
+retry: {max_retries: 3}
+circuit_breaker: {enabled: true}
+backends:
+  engine: {url: "$engine", max_concurrency: 1024, models: [{name: m}]}
+YAML
+start off 0 serve --config "$work/off.yaml" --host 127.0.0.1 --port 0
+off=$URL
+start on 0 serve --config "$work/on.yaml" --host 127.0.0.1 --port 0
+on=$URL
 cat >"$work/post.lua" <<'LUA'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer sk-bench-000000001"
 wrk.body = '{"model":"m","messages":[{"role":"user","content":"Hello there"}],"max_tokens":16}'
 LUA
 
@@ -53,18 +74,20 @@ run() { # url, connections -> "rps p50_us p99_us"
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 for c in 1 64; do
-  : >"$work/direct.$c"; : >"$work/lexora.$c"
+  : >"$work/direct.$c"; : >"$work/policies-off.$c"; : >"$work/policies-on.$c"
   for r in $(seq "$ROUNDS"); do
     echo "round $r/$ROUNDS, $c connection(s)..." >&2
     run "$engine" "$c" >>"$work/direct.$c"
-    run "$gateway" "$c" >>"$work/lexora.$c"
+    run "$off" "$c" >>"$work/policies-off.$c"
+    run "$on" "$c" >>"$work/policies-on.$c"
   done
 done
-rss=$(awk '/VmRSS/ {print $2}' "/proc/${pids[1]}/status")
+rss_off=$(awk '/VmRSS/ {print $2}' "/proc/${pids[1]}/status")
+rss_on=$(awk '/VmRSS/ {print $2}' "/proc/${pids[2]}/status")
 echo "| target | conns | req/s | p50 µs | p99 µs |"
 echo "|---|---|---|---|---|"
 for c in 1 64; do
-  for t in direct lexora; do
+  for t in direct policies-off policies-on; do
     rps=$(cut -d' ' -f1 "$work/$t.$c" | median)
     p50=$(cut -d' ' -f2 "$work/$t.$c" | median)
     p99=$(cut -d' ' -f3 "$work/$t.$c" | median)
@@ -72,4 +95,4 @@ for c in 1 64; do
   done
 done
 echo
-echo "Lexora RSS after the run: $((rss / 1024)) MB"
+echo "Lexora RSS after the run: $((rss_off / 1024)) MB (policies off), $((rss_on / 1024)) MB (policies on)"

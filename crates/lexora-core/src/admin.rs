@@ -19,7 +19,11 @@ pub async fn reload(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> 
     match gateway.reload().await {
         Ok(()) => {
             let runtime = gateway.runtime();
-            let file = runtime.config.file.as_ref().map(|f| f.display().to_string());
+            let file = runtime
+                .config
+                .file
+                .as_ref()
+                .map(|f| f.display().to_string());
             let backends: Vec<&str> = runtime.routes.backends().iter().map(|b| b.name()).collect();
             Json(json!({"status": "reloaded", "file": file, "backends": backends})).into_response()
         }

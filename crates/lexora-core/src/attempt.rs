@@ -24,6 +24,7 @@ use crate::parse::{self, ParsedRequest, Priority};
 use crate::queue::{BackendQueue, Permit, QueueConfig, QueueError};
 use crate::record::RequestRecord;
 use crate::respond;
+use crate::route::Candidate;
 use crate::upstream::Backend;
 
 pub mod breaker;
@@ -39,7 +40,11 @@ pub struct BackendPolicy {
 }
 
 impl BackendPolicy {
-    pub fn new(max_concurrency: Option<usize>, queue: &QueueSettings, breaker: &BreakerConfig) -> Arc<Self> {
+    pub fn new(
+        max_concurrency: Option<usize>,
+        queue: &QueueSettings,
+        breaker: &BreakerConfig,
+    ) -> Arc<Self> {
         Arc::new(Self {
             queue: BackendQueue::new(queue_config(max_concurrency, queue)),
             breaker: Breaker::new(breaker.clone()),
@@ -48,7 +53,12 @@ impl BackendPolicy {
 
     /// Applies reloaded settings, keeping waiters, in-flight requests and
     /// the breaker's state.
-    pub fn reconfigure(&self, max_concurrency: Option<usize>, queue: &QueueSettings, breaker: &BreakerConfig) {
+    pub fn reconfigure(
+        &self,
+        max_concurrency: Option<usize>,
+        queue: &QueueSettings,
+        breaker: &BreakerConfig,
+    ) {
         self.queue.reconfigure(queue_config(max_concurrency, queue));
         self.breaker.reconfigure(breaker.clone());
     }
@@ -85,7 +95,12 @@ pub struct Plan<'a> {
 
 /// Tries `candidates` (from [`crate::route::Routes::candidates`]) until one
 /// answers successfully or the retry budget is spent.
-pub async fn run(candidates: &[(Arc<Backend>, Option<String>)], retry: &RetryConfig, plan: Plan<'_>, record: &mut RequestRecord) -> Result<Answer, GatewayError> {
+pub async fn run(
+    candidates: &[Candidate],
+    retry: &RetryConfig,
+    plan: Plan<'_>,
+    record: &mut RequestRecord,
+) -> Result<Answer, GatewayError> {
     let mut cursor = 0usize;
     let mut last_error: Option<GatewayError> = None;
     let mut refused_for: Option<Duration> = None;
@@ -103,7 +118,8 @@ pub async fn run(candidates: &[(Arc<Backend>, Option<String>)], retry: &RetryCon
             tried_in_round = false;
             cursor = 0;
             let jitter: f64 = rand::random();
-            let pause = retry::backoff(retry, tries, jitter).max(wait_hint.take().unwrap_or_default());
+            let pause =
+                retry::backoff(retry, tries, jitter).max(wait_hint.take().unwrap_or_default());
             if Instant::now() + pause >= plan.deadline {
                 break;
             }
@@ -160,7 +176,10 @@ pub async fn run(candidates: &[(Arc<Backend>, Option<String>)], retry: &RetryCon
 
 /// The first candidate from `cursor` on whose breaker does not refuse, or
 /// the first refusing one when all refuse (to report its wait).
-fn next_admitted(candidates: &[(Arc<Backend>, Option<String>)], cursor: usize) -> Option<(usize, &Arc<Backend>, Admission)> {
+fn next_admitted(
+    candidates: &[Candidate],
+    cursor: usize,
+) -> Option<(usize, &Arc<Backend>, Admission)> {
     let now = Instant::now();
     let mut refused = None;
     for (index, (backend, _)) in candidates.iter().enumerate().skip(cursor) {
@@ -177,15 +196,24 @@ fn next_admitted(candidates: &[(Arc<Backend>, Option<String>)], cursor: usize) -
 /// Failures that say the backend is unwell (not the request).
 fn counts_as_failure(error: &GatewayError) -> bool {
     match error {
-        GatewayError::UpstreamConnect { .. } | GatewayError::UpstreamReset { .. } | GatewayError::UpstreamTimeout { .. } => true,
-        GatewayError::UpstreamStatus { status, .. } => matches!(status.as_u16(), 500 | 502 | 503 | 504),
+        GatewayError::UpstreamConnect { .. }
+        | GatewayError::UpstreamReset { .. }
+        | GatewayError::UpstreamTimeout { .. } => true,
+        GatewayError::UpstreamStatus { status, .. } => {
+            matches!(status.as_u16(), 500 | 502 | 503 | 504)
+        }
         _ => false,
     }
 }
 
 /// One try at one backend: queue slot, send, check the head (and the first
 /// chunk of a stream, so a stream that dies at once is still retryable).
-async fn attempt(backend: &Arc<Backend>, model: Option<&str>, plan: &Plan<'_>, record: &mut RequestRecord) -> Result<Answer, GatewayError> {
+async fn attempt(
+    backend: &Arc<Backend>,
+    model: Option<&str>,
+    plan: &Plan<'_>,
+    record: &mut RequestRecord,
+) -> Result<Answer, GatewayError> {
     let permit: Permit = backend
         .policy
         .queue
@@ -207,7 +235,12 @@ async fn attempt(backend: &Arc<Backend>, model: Option<&str>, plan: &Plan<'_>, r
         Some(model) => parse::replace_model(&plan.request.body, model)?,
         None => plan.request.body.clone(),
     };
-    let sent = backend.send(Method::POST, plan.request.endpoint.path(), body, &record.request_id);
+    let sent = backend.send(
+        Method::POST,
+        plan.request.endpoint.path(),
+        body,
+        &record.request_id,
+    );
     let upstream = tokio::time::timeout_at(plan.deadline, sent)
         .await
         .map_err(|_| GatewayError::UpstreamTimeout {
@@ -215,7 +248,9 @@ async fn attempt(backend: &Arc<Backend>, model: Option<&str>, plan: &Plan<'_>, r
             after: plan.timeout,
         })??;
     if !upstream.status().is_success() {
-        return Err(respond::upstream_error(upstream, backend.name(), plan.deadline, plan.timeout).await);
+        return Err(
+            respond::upstream_error(upstream, backend.name(), plan.deadline, plan.timeout).await,
+        );
     }
     let mut answer = Answer {
         backend: Arc::clone(backend),
@@ -224,7 +259,13 @@ async fn attempt(backend: &Arc<Backend>, model: Option<&str>, plan: &Plan<'_>, r
         queue_wait,
     };
     if respond::is_event_stream(&answer.upstream) {
-        let first = respond::first_chunk(answer.upstream.body_mut(), backend.name(), plan.deadline, plan.timeout).await?;
+        let first = respond::first_chunk(
+            answer.upstream.body_mut(),
+            backend.name(),
+            plan.deadline,
+            plan.timeout,
+        )
+        .await?;
         answer.first = Some(first);
     }
     record.hold(permit);

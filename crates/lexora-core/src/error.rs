@@ -82,7 +82,11 @@ pub enum GatewayError {
     },
     /// The backend's queue has no room.
     #[error("backend `{backend}` is saturated: {size} requests are already waiting")]
-    QueueFull { backend: String, size: usize, retry_after: Duration },
+    QueueFull {
+        backend: String,
+        size: usize,
+        retry_after: Duration,
+    },
     /// The request's timeout passed while it waited for a free slot.
     #[error("waited {:.1}s for a free slot at backend `{backend}` until the request timed out", .waited.as_secs_f64())]
     QueueTimeout { backend: String, waited: Duration },
@@ -129,7 +133,9 @@ impl GatewayError {
             | Self::Forbidden { .. }
             | Self::RateLimited { .. }
             | Self::InvalidConfig { .. } => ErrorSource::Downstream,
-            Self::QueueFull { .. } | Self::QueueTimeout { .. } | Self::BreakerOpen { .. } => ErrorSource::Internal,
+            Self::QueueFull { .. } | Self::QueueTimeout { .. } | Self::BreakerOpen { .. } => {
+                ErrorSource::Internal
+            }
             Self::UpstreamConnect { .. }
             | Self::UpstreamReset { .. }
             | Self::UpstreamTimeout { .. }
@@ -270,7 +276,9 @@ impl IntoResponse for GatewayError {
             } => {
                 headers.insert(header::RETRY_AFTER, value.clone());
             }
-            Self::RateLimited { retry_after, info, .. } => {
+            Self::RateLimited {
+                retry_after, info, ..
+            } => {
                 headers.insert(header::RETRY_AFTER, retry_after_value(*retry_after));
                 info.write_headers(headers);
             }

@@ -81,7 +81,11 @@ struct Extras {
 impl Gateway {
     /// Builds the gateway's backends from `config`; `loader` is called on
     /// reload.
-    pub fn new(config: Config, metrics: Option<PrometheusHandle>, loader: ConfigLoader) -> Result<Arc<Self>, GatewayError> {
+    pub fn new(
+        config: Config,
+        metrics: Option<PrometheusHandle>,
+        loader: ConfigLoader,
+    ) -> Result<Arc<Self>, GatewayError> {
         let policies = Mutex::new(HashMap::new());
         let runtime = build_runtime(config, &policies, None)?;
         if runtime.keys.is_open() {
@@ -113,7 +117,9 @@ impl Gateway {
             message: format!("configuration not reloaded: {e}"),
         })?;
         let old = self.runtime();
-        if config.server.host != old.config.server.host || config.server.port != old.config.server.port {
+        if config.server.host != old.config.server.host
+            || config.server.port != old.config.server.port
+        {
             tracing::warn!("server.host and server.port changes take effect at the next restart");
         }
         let runtime = build_runtime(config, &self.policies, Some(&old))?;
@@ -132,7 +138,10 @@ impl Gateway {
         let request_id = identify::request_id(request.headers());
         let mut record = self.recorder.start(endpoint, request_id.clone());
         let mut extras = Extras::default();
-        let mut response = match self.forward(&runtime, endpoint, request, &mut record, &mut extras).await {
+        let mut response = match self
+            .forward(&runtime, endpoint, request, &mut record, &mut extras)
+            .await
+        {
             Ok(Forwarded::Complete(response)) => {
                 record.finish(response.status().as_u16(), None);
                 response
@@ -159,7 +168,10 @@ impl Gateway {
             rate.write_headers(headers);
         }
         if let Some(wait) = extras.queue_wait {
-            headers.insert("x-lexora-queue-wait-ms", HeaderValue::from(wait.as_millis() as u64));
+            headers.insert(
+                "x-lexora-queue-wait-ms",
+                HeaderValue::from(wait.as_millis() as u64),
+            );
         }
         headers.insert(identify::REQUEST_ID, request_id);
         response
@@ -177,7 +189,12 @@ impl Gateway {
         let key = runtime.keys.authenticate(&parts.headers)?;
         let config = &runtime.config;
         let body = read_request(body, &parts.headers, config.server.max_body_size).await?;
-        let parsed = parse::parse(endpoint, body, &parts.headers, config.default_model.as_deref())?;
+        let parsed = parse::parse(
+            endpoint,
+            body,
+            &parts.headers,
+            config.default_model.as_deref(),
+        )?;
         let user = identify::user(&parsed, key.as_deref());
         record.identify(parsed.model.as_deref().unwrap_or(""), user);
         if let Some(key) = &key {
@@ -191,7 +208,9 @@ impl Gateway {
             .as_deref()
             .and_then(|model| config.policies.fallbacks.get(model))
             .map_or(&[][..], Vec::as_slice);
-        let candidates = runtime.routes.candidates(parsed.model.as_deref(), fallbacks)?;
+        let candidates = runtime
+            .routes
+            .candidates(parsed.model.as_deref(), fallbacks)?;
 
         let spec = limit_spec(&config.policies, user, key.as_deref());
         if !spec.is_unlimited() {
@@ -203,7 +222,8 @@ impl Gateway {
                 }
                 Err(rejection) => {
                     self.recorder.stats.note_rate_limited();
-                    counter!("lexora_rate_limited_total", "dimension" => rejection.dimension).increment(1);
+                    counter!("lexora_rate_limited_total", "dimension" => rejection.dimension)
+                        .increment(1);
                     return Err(GatewayError::RateLimited {
                         user: user.to_owned(),
                         dimension: rejection.dimension,
@@ -217,11 +237,16 @@ impl Gateway {
         let timeout = parsed
             .extensions
             .timeout
-            .or(candidates.first().map(|(backend, _)| backend.config.timeout))
+            .or(candidates
+                .first()
+                .map(|(backend, _)| backend.config.timeout))
             .unwrap_or(Duration::from_secs(120));
         let now = Instant::now();
         let deadline = now + timeout;
-        let queue_timeout = parsed.extensions.timeout.unwrap_or(config.policies.queue.default_timeout);
+        let queue_timeout = parsed
+            .extensions
+            .timeout
+            .unwrap_or(config.policies.queue.default_timeout);
         let plan = attempt::Plan {
             request: &parsed,
             priority,
@@ -241,9 +266,15 @@ impl Gateway {
                 deadline,
             });
         }
-        respond::complete(answer.upstream, record, answer.backend.name(), deadline, timeout)
-            .await
-            .map(Forwarded::Complete)
+        respond::complete(
+            answer.upstream,
+            record,
+            answer.backend.name(),
+            deadline,
+            timeout,
+        )
+        .await
+        .map(Forwarded::Complete)
     }
 }
 
@@ -265,11 +296,10 @@ fn build_runtime(
     })?;
     if let Some(previous) = previous {
         for backend in routes.backends() {
-            let same = previous
-                .routes
-                .backends()
-                .iter()
-                .find(|old| old.name() == backend.name() && old.config.url == backend.config.url);
+            let same =
+                previous.routes.backends().iter().find(|old| {
+                    old.name() == backend.name() && old.config.url == backend.config.url
+                });
             if let Some(old) = same {
                 backend.set_health((*old.health()).clone());
             }
@@ -302,7 +332,11 @@ fn limit_spec(policies: &PolicyConfig, user: &str, key: Option<&ApiKey>) -> Limi
 }
 
 /// Reads the client's body up to `limit` bytes.
-async fn read_request(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, GatewayError> {
+async fn read_request(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -330,7 +364,21 @@ pub async fn unknown_endpoint(request: Request<Body>) -> Response {
 
 /// The OpenAI-shaped 405 for a known path with the wrong method.
 pub async fn wrong_method(request: Request<Body>) -> Response {
-    let message = format!("method {} is not allowed on {}", request.method(), request.uri().path());
-    let body = crate::error::error_json(&message, "invalid_request_error", None, Some("method_not_allowed"));
-    (StatusCode::METHOD_NOT_ALLOWED, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    let message = format!(
+        "method {} is not allowed on {}",
+        request.method(),
+        request.uri().path()
+    );
+    let body = crate::error::error_json(
+        &message,
+        "invalid_request_error",
+        None,
+        Some("method_not_allowed"),
+    );
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }

@@ -69,7 +69,10 @@ pub async fn serve(
     let probed = Arc::clone(&gateway);
     let current = move || {
         let runtime = probed.runtime();
-        (runtime.routes.backends().to_vec(), runtime.config.health.clone())
+        (
+            runtime.routes.backends().to_vec(),
+            runtime.config.health.clone(),
+        )
     };
     tasks.spawn(health::run(current, background.clone()));
 

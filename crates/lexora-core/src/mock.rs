@@ -184,7 +184,10 @@ async fn admit(state: &MockState, body: &Bytes) -> Result<(Value, String, Direct
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    if let Some(status) = directives.status.filter(|_| should_fail(state, &directives)) {
+    if let Some(status) = directives
+        .status
+        .filter(|_| should_fail(state, &directives))
+    {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let message = directives.message.as_deref().unwrap_or("injected failure");
         return Err(error_response(status, message, directives.retry_after));

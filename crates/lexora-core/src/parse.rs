@@ -376,7 +376,9 @@ pub fn replace_model(body: &[u8], model: &str) -> Result<Bytes, GatewayError> {
         serde_json::from_slice(body).map_err(|e| classify_json_error(&e, None))?;
     let model_json = serde_json::value::to_raw_value(model).map_err(internal)?;
     object.insert(Cow::Borrowed("model"), &model_json);
-    serde_json::to_vec(&object).map(Bytes::from).map_err(internal)
+    serde_json::to_vec(&object)
+        .map(Bytes::from)
+        .map_err(internal)
 }
 
 fn internal(e: serde_json::Error) -> GatewayError {

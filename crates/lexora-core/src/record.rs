@@ -167,7 +167,10 @@ impl Drop for RequestRecord {
         if let Some(reservation) = self.reservation.take() {
             let now = Instant::now();
             match (self.usage, &self.backend) {
-                (Some(usage), _) => reservation.settle(usage.prompt_tokens + usage.completion_tokens, now),
+                (Some(usage), _) => reservation.settle(
+                    usage.prompt_tokens.saturating_add(usage.completion_tokens),
+                    now,
+                ),
                 // Never reached an engine: nothing was consumed.
                 (None, None) => reservation.cancel(now),
                 // Reached an engine that reported nothing: keep the estimate.

@@ -12,6 +12,10 @@ use crate::config::BackendConfig;
 use crate::error::GatewayError;
 use crate::upstream::Backend;
 
+/// A backend to try, and the model to ask it for when that differs from
+/// the request's (a fallback model).
+pub type Candidate = (Arc<Backend>, Option<String>);
+
 /// The backends and how models map to them.
 #[derive(Debug)]
 pub struct Routes {
@@ -21,7 +25,10 @@ pub struct Routes {
 impl Routes {
     /// Builds every enabled backend; `policy` gives each its queue and
     /// breaker (kept across reloads by name).
-    pub fn new(configs: &[BackendConfig], mut policy: impl FnMut(&BackendConfig) -> Arc<BackendPolicy>) -> Result<Self, GatewayError> {
+    pub fn new(
+        configs: &[BackendConfig],
+        mut policy: impl FnMut(&BackendConfig) -> Arc<BackendPolicy>,
+    ) -> Result<Self, GatewayError> {
         let backends = configs
             .iter()
             .map(|config| Backend::new(config.clone(), policy(config)).map(Arc::new))
@@ -57,26 +64,41 @@ impl Routes {
 
     /// Backends to try for `model`, in order: those serving it, then those
     /// serving each fallback model (with the model to ask them for).
-    pub fn candidates(&self, model: Option<&str>, fallbacks: &[String]) -> Result<Vec<(Arc<Backend>, Option<String>)>, GatewayError> {
+    pub fn candidates(
+        &self,
+        model: Option<&str>,
+        fallbacks: &[String],
+    ) -> Result<Vec<Candidate>, GatewayError> {
         let Some(model) = model else {
             return Ok(vec![(Arc::clone(self.pick(None)?), None)]);
         };
-        let mut out: Vec<(Arc<Backend>, Option<String>)> =
-            self.serving(model).into_iter().map(|b| (b, None)).collect();
+        let mut out: Vec<Candidate> = self.serving(model).into_iter().map(|b| (b, None)).collect();
         for fallback in fallbacks.iter().filter(|f| f.as_str() != model) {
-            out.extend(self.serving(fallback).into_iter().map(|b| (b, Some(fallback.clone()))));
+            out.extend(
+                self.serving(fallback)
+                    .into_iter()
+                    .map(|b| (b, Some(fallback.clone()))),
+            );
         }
         if out.is_empty() {
-            return Err(GatewayError::ModelNotFound { model: model.to_owned() });
+            return Err(GatewayError::ModelNotFound {
+                model: model.to_owned(),
+            });
         }
         Ok(out)
     }
 
     /// Backends that name `model`, then those that may serve it.
     fn serving(&self, model: &str) -> Vec<Arc<Backend>> {
-        let names = |b: &Backend| b.config.models.iter().any(|m| m == model) || b.health().models.iter().any(|m| m == model);
+        let names = |b: &Backend| {
+            b.config.models.iter().any(|m| m == model)
+                || b.health().models.iter().any(|m| m == model)
+        };
         let named = self.backends.iter().filter(|b| names(b));
-        let open = self.backends.iter().filter(|b| !names(b) && b.serves(model));
+        let open = self
+            .backends
+            .iter()
+            .filter(|b| !names(b) && b.serves(model));
         named.chain(open).cloned().collect()
     }
 

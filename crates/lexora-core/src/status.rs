@@ -163,7 +163,10 @@ pub async fn stats(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
         })
         .collect();
     if let Value::Object(map) = &mut value {
-        map.insert("uptime_seconds".into(), json!(gateway.started.elapsed().as_secs()));
+        map.insert(
+            "uptime_seconds".into(),
+            json!(gateway.started.elapsed().as_secs()),
+        );
         map.insert("limited_users".into(), json!(gateway.limiter.users()));
         map.insert("backends".into(), json!(backends));
     }
@@ -180,7 +183,11 @@ pub async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
     };
     for backend in gateway.runtime().routes.backends() {
         let name = backend.name().to_owned();
-        let up = if backend.health().reachable() { 1.0 } else { 0.0 };
+        let up = if backend.health().reachable() {
+            1.0
+        } else {
+            0.0
+        };
         gauge!("lexora_backend_up", "backend" => name.clone()).set(up);
         let policy = &backend.policy;
         let breaker = match policy.breaker.state_name() {
@@ -189,7 +196,8 @@ pub async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
             _ => 2.0,
         };
         gauge!("lexora_circuit_breaker_state", "backend" => name.clone()).set(breaker);
-        gauge!("lexora_backend_in_flight", "backend" => name.clone()).set(policy.queue.in_flight() as f64);
+        gauge!("lexora_backend_in_flight", "backend" => name.clone())
+            .set(policy.queue.in_flight() as f64);
         gauge!("lexora_queue_depth", "backend" => name).set(policy.queue.waiting() as f64);
     }
     (
@@ -212,7 +220,10 @@ pub async fn models(State(gateway): State<Arc<Gateway>>, headers: http::HeaderMa
         Ok(key) => key,
         Err(error) => return error.into_response(),
     };
-    let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let data: Vec<Value> = runtime
         .routes
         .models()

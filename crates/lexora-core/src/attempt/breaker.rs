@@ -15,8 +15,12 @@ use crate::config::BreakerConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    Closed { failures: u32 },
-    Open { until: Instant },
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
     /// One probe is in flight; everyone else is refused until it reports.
     HalfOpen,
 }
@@ -27,7 +31,9 @@ pub enum Admission {
     Allowed,
     /// The request is the half-open probe; report its outcome.
     Probe,
-    Refused { retry_after: Duration },
+    Refused {
+        retry_after: Duration,
+    },
 }
 
 /// One backend's breaker.
@@ -48,7 +54,10 @@ impl Breaker {
     }
 
     fn config(&self) -> BreakerConfig {
-        self.config.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// New thresholds on reload; the current state is kept.
@@ -98,7 +107,9 @@ impl Breaker {
         let open = match *state {
             State::Closed { failures } if failures + 1 >= config.failure_threshold => true,
             State::Closed { failures } => {
-                *state = State::Closed { failures: failures + 1 };
+                *state = State::Closed {
+                    failures: failures + 1,
+                };
                 false
             }
             State::HalfOpen => true,
@@ -109,7 +120,8 @@ impl Breaker {
             *state = State::Open {
                 until: now + config.open_for,
             };
-            self.opened_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.opened_total
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -166,10 +178,19 @@ mod tests {
         b.record_success();
         b.record_failure(now);
         b.record_failure(now);
-        assert_eq!(b.admit(now), Admission::Allowed, "a success resets the count");
+        assert_eq!(
+            b.admit(now),
+            Admission::Allowed,
+            "a success resets the count"
+        );
         b.record_failure(now);
         assert_eq!(b.state_name(), "open");
-        assert_eq!(b.admit(now + Duration::from_secs(4)), Admission::Refused { retry_after: Duration::from_secs(6) });
+        assert_eq!(
+            b.admit(now + Duration::from_secs(4)),
+            Admission::Refused {
+                retry_after: Duration::from_secs(6)
+            }
+        );
         assert_eq!(b.opened_total(), 1);
     }
 
@@ -182,7 +203,10 @@ mod tests {
         }
         let t1 = t0 + Duration::from_secs(10);
         assert_eq!(b.admit(t1), Admission::Probe);
-        assert!(matches!(b.admit(t1), Admission::Refused { .. }), "one probe at a time");
+        assert!(
+            matches!(b.admit(t1), Admission::Refused { .. }),
+            "one probe at a time"
+        );
         b.record_failure(t1);
         assert_eq!(b.state_name(), "open");
         let t2 = t1 + Duration::from_secs(10);
@@ -207,7 +231,11 @@ mod tests {
 
     #[test]
     fn disabled_breaker_always_allows() {
-        let b = Breaker::new(BreakerConfig { enabled: false, failure_threshold: 1, open_for: Duration::from_secs(1) });
+        let b = Breaker::new(BreakerConfig {
+            enabled: false,
+            failure_threshold: 1,
+            open_for: Duration::from_secs(1),
+        });
         let now = Instant::now();
         b.record_failure(now);
         assert_eq!(b.admit(now), Admission::Allowed);

@@ -45,14 +45,29 @@ mod tests {
         assert_eq!(backoff(&c, 3, 1.0), Duration::from_secs(4));
         assert_eq!(backoff(&c, 4, 1.0), Duration::from_secs(5));
         assert_eq!(backoff(&c, 30, 1.0), Duration::from_secs(5));
-        assert_eq!(backoff(&c, 2, 0.0), Duration::from_secs(1), "jitter keeps at least half");
+        assert_eq!(
+            backoff(&c, 2, 0.0),
+            Duration::from_secs(1),
+            "jitter keeps at least half"
+        );
     }
 
     #[test]
     fn parses_retry_after_seconds() {
-        assert_eq!(retry_after(Some(&HeaderValue::from_static("3"))), Some(Duration::from_secs(3)));
-        assert_eq!(retry_after(Some(&HeaderValue::from_static("0.5"))), Some(Duration::from_millis(500)));
-        assert_eq!(retry_after(Some(&HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"))), None);
+        assert_eq!(
+            retry_after(Some(&HeaderValue::from_static("3"))),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            retry_after(Some(&HeaderValue::from_static("0.5"))),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            retry_after(Some(&HeaderValue::from_static(
+                "Wed, 21 Oct 2015 07:28:00 GMT"
+            ))),
+            None
+        );
         assert_eq!(retry_after(None), None);
     }
 }

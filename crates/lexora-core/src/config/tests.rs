@@ -325,7 +325,10 @@ fn seed_policies_mean_what_they_say() {
 
     let seed001 = load_with(Some(&examples().join("seed001.yaml")), &[]).expect("loads");
     let p = &seed001.policies;
-    assert_eq!(p.retry.max_retries, 2, "max_attempts: 3 is the first try and two retries");
+    assert_eq!(
+        p.retry.max_retries, 2,
+        "max_attempts: 3 is the first try and two retries"
+    );
     assert_eq!(p.retry.exponential_base, 2.0);
     assert_eq!(p.limits.requests_per_minute, Some(30));
     assert_eq!(p.limits.tokens_per_minute, Some(50_000));
@@ -341,7 +344,11 @@ fn seed_policies_mean_what_they_say() {
 #[test]
 fn api_keys_load_from_the_file_and_a_keys_file() {
     let dir = tempdir::Dir::new();
-    std::fs::write(dir.path().join("keys.yaml"), "- key: sk-from-file-1\n  user: bob\n  max_priority: normal\n").expect("write");
+    std::fs::write(
+        dir.path().join("keys.yaml"),
+        "- key: sk-from-file-1\n  user: bob\n  max_priority: normal\n",
+    )
+    .expect("write");
     let path = dir.path().join("lexora.yaml");
     std::fs::write(
         &path,
@@ -357,23 +364,50 @@ fn api_keys_load_from_the_file_and_a_keys_file() {
     assert_eq!(keys[1].max_priority, Some(crate::parse::Priority::Normal));
     assert!(!format!("{config:?}").contains("sk-inline"));
     let printed = serde_yaml_ng::to_string(&config.raw).expect("yaml");
-    assert!(!printed.contains("sk-inline") && !printed.contains("admin-secret"), "{printed}");
+    assert!(
+        !printed.contains("sk-inline") && !printed.contains("admin-secret"),
+        "{printed}"
+    );
 }
 
 #[test]
 fn bad_policy_values_name_their_keys() {
     for (yaml, key) in [
-        ("auth:\n  keys:\n    - key: short\n      user: a\n", "auth.keys[0].key"),
-        ("auth:\n  keys:\n    - key: long-enough-1\n      user: a\n      priority: urgent\n", "auth.keys[0].priority"),
-        ("rate_limits:\n  users:\n    bob:\n      requests_per_minute: 0\n", "rate_limits.users.bob.requests_per_minute"),
-        ("rate_limit:\n  default_burst: 0\n", "rate_limit.default_burst"),
-        ("circuit_breaker:\n  timeout: -1\n", "circuit_breaker.timeout"),
+        (
+            "auth:\n  keys:\n    - key: short\n      user: a\n",
+            "auth.keys[0].key",
+        ),
+        (
+            "auth:\n  keys:\n    - key: long-enough-1\n      user: a\n      priority: urgent\n",
+            "auth.keys[0].priority",
+        ),
+        (
+            "rate_limits:\n  users:\n    bob:\n      requests_per_minute: 0\n",
+            "rate_limits.users.bob.requests_per_minute",
+        ),
+        (
+            "rate_limit:\n  default_burst: 0\n",
+            "rate_limit.default_burst",
+        ),
+        (
+            "circuit_breaker:\n  timeout: -1\n",
+            "circuit_breaker.timeout",
+        ),
         ("queue:\n  aging_seconds: 0\n", "queue.aging_seconds"),
-        ("backends:\n  a:\n    url: http://x\n    max_concurrency: 0\n", "backends.a.max_concurrency"),
-        ("auth:\n  keys_file: /nonexistent/keys.yaml\n", "auth.keys_file"),
+        (
+            "backends:\n  a:\n    url: http://x\n    max_concurrency: 0\n",
+            "backends.a.max_concurrency",
+        ),
+        (
+            "auth:\n  keys_file: /nonexistent/keys.yaml\n",
+            "auth.keys_file",
+        ),
     ] {
         let (_dir, path) = write_yaml(yaml);
         let text = error_text(load_with(Some(&path), &[]));
-        assert!(text.contains(&format!("key `{key}`")), "{yaml:?} gave {text}");
+        assert!(
+            text.contains(&format!("key `{key}`")),
+            "{yaml:?} gave {text}"
+        );
     }
 }

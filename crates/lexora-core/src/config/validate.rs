@@ -6,9 +6,9 @@ use url::Url;
 
 use super::raw::{RawApiKey, RawBackend, RawConfig};
 use super::{
-    ApiKey, AuthConfig, BackendConfig, BackendKind, BreakerConfig, Config, ConfigError, HealthConfig, Layers,
-    LimitsConfig, LogFormat, LoggingConfig, MetricsConfig, MockConfig, PolicyConfig, QueueSettings, RetryConfig,
-    ServerConfig,
+    ApiKey, AuthConfig, BackendConfig, BackendKind, BreakerConfig, Config, ConfigError,
+    HealthConfig, Layers, LimitsConfig, LogFormat, LoggingConfig, MetricsConfig, MockConfig,
+    PolicyConfig, QueueSettings, RetryConfig, ServerConfig,
 };
 use crate::parse::Priority;
 
@@ -174,11 +174,19 @@ pub(super) fn validate(raw: RawConfig, layers: &Layers) -> Result<Config, Config
     })
 }
 
-fn validate_policies(check: &Checker<'_>, raw: &RawConfig, layers: &Layers) -> Result<PolicyConfig, ConfigError> {
+fn validate_policies(
+    check: &Checker<'_>,
+    raw: &RawConfig,
+    layers: &Layers,
+) -> Result<PolicyConfig, ConfigError> {
     let rate = if raw.rate_limit.enabled {
-        let per_second = check.non_negative("rate_limit.default_rate", raw.rate_limit.default_rate)?;
+        let per_second =
+            check.non_negative("rate_limit.default_rate", raw.rate_limit.default_rate)?;
         if per_second == 0.0 {
-            return Err(check.fail("rate_limit.default_rate", "must be positive (set rate_limit.enabled: false to turn it off)"));
+            return Err(check.fail(
+                "rate_limit.default_rate",
+                "must be positive (set rate_limit.enabled: false to turn it off)",
+            ));
         }
         if raw.rate_limit.default_burst == 0 {
             return Err(check.fail("rate_limit.default_burst", "must be at least 1"));
@@ -190,12 +198,22 @@ fn validate_policies(check: &Checker<'_>, raw: &RawConfig, layers: &Layers) -> R
     for (user, limits) in std::iter::once(("default", &raw.rate_limits.default))
         .chain(raw.rate_limits.users.iter().map(|(u, l)| (u.as_str(), l)))
     {
-        let prefix = if user == "default" { "rate_limits.default".to_owned() } else { format!("rate_limits.users.{user}") };
+        let prefix = if user == "default" {
+            "rate_limits.default".to_owned()
+        } else {
+            format!("rate_limits.users.{user}")
+        };
         if limits.requests_per_minute == Some(0) {
-            return Err(check.fail(&format!("{prefix}.requests_per_minute"), "must be at least 1 (omit it for no limit)"));
+            return Err(check.fail(
+                &format!("{prefix}.requests_per_minute"),
+                "must be at least 1 (omit it for no limit)",
+            ));
         }
         if limits.tokens_per_minute == Some(0) {
-            return Err(check.fail(&format!("{prefix}.tokens_per_minute"), "must be at least 1 (omit it for no limit)"));
+            return Err(check.fail(
+                &format!("{prefix}.tokens_per_minute"),
+                "must be at least 1 (omit it for no limit)",
+            ));
         }
     }
     let limits = LimitsConfig {
@@ -221,14 +239,21 @@ fn validate_policies(check: &Checker<'_>, raw: &RawConfig, layers: &Layers) -> R
     // Seed 001 spells retries as total attempts, delay and multiplier.
     let r = &raw.retry;
     let max_retries = match r.max_attempts {
-        Some(0) => return Err(check.fail("retry.max_attempts", "must be at least 1 (the first try)")),
+        Some(0) => {
+            return Err(check.fail("retry.max_attempts", "must be at least 1 (the first try)"))
+        }
         Some(attempts) => attempts - 1,
         None => r.max_retries,
     };
-    let base_delay = check.non_negative("retry.base_delay", r.delay_seconds.unwrap_or(r.base_delay))?;
+    let base_delay =
+        check.non_negative("retry.base_delay", r.delay_seconds.unwrap_or(r.base_delay))?;
     let exponential_base = r.backoff_multiplier.unwrap_or(r.exponential_base);
     if !(1.0..=100.0).contains(&exponential_base) {
-        let key = if r.backoff_multiplier.is_some() { "retry.backoff_multiplier" } else { "retry.exponential_base" };
+        let key = if r.backoff_multiplier.is_some() {
+            "retry.backoff_multiplier"
+        } else {
+            "retry.exponential_base"
+        };
         return Err(check.fail(key, "must be between 1.0 and 100.0"));
     }
     let retry = RetryConfig {
@@ -244,8 +269,13 @@ fn validate_policies(check: &Checker<'_>, raw: &RawConfig, layers: &Layers) -> R
         open_for: check.seconds("circuit_breaker.timeout", raw.circuit_breaker.timeout)?,
     };
 
-    let mut raw_keys: Vec<(String, RawApiKey)> =
-        raw.auth.keys.iter().enumerate().map(|(i, k)| (format!("auth.keys[{i}]"), k.clone())).collect();
+    let mut raw_keys: Vec<(String, RawApiKey)> = raw
+        .auth
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (format!("auth.keys[{i}]"), k.clone()))
+        .collect();
     if let Some(file) = &raw.auth.keys_file {
         raw_keys.extend(read_keys_file(check, file, layers)?);
     }
@@ -261,12 +291,20 @@ fn validate_policies(check: &Checker<'_>, raw: &RawConfig, layers: &Layers) -> R
         if k.user.trim().is_empty() {
             return Err(check.fail(&format!("{key_path}.user"), "must not be empty"));
         }
-        let priority = |field: &str, value: &Option<String>| -> Result<Option<Priority>, ConfigError> {
-            value
-                .as_deref()
-                .map(|v| Priority::parse(v).ok_or_else(|| check.fail(&format!("{key_path}.{field}"), "must be high, normal or low")))
-                .transpose()
-        };
+        let priority =
+            |field: &str, value: &Option<String>| -> Result<Option<Priority>, ConfigError> {
+                value
+                    .as_deref()
+                    .map(|v| {
+                        Priority::parse(v).ok_or_else(|| {
+                            check.fail(
+                                &format!("{key_path}.{field}"),
+                                "must be high, normal or low",
+                            )
+                        })
+                    })
+                    .transpose()
+            };
         keys.push(ApiKey {
             priority: priority("priority", &k.priority)?,
             max_priority: priority("max_priority", &k.max_priority)?,
@@ -278,16 +316,35 @@ fn validate_policies(check: &Checker<'_>, raw: &RawConfig, layers: &Layers) -> R
         });
     }
     let auth = AuthConfig {
-        admin_key: raw.auth.admin_key.clone().filter(|k| !k.expose().is_empty()),
+        admin_key: raw
+            .auth
+            .admin_key
+            .clone()
+            .filter(|k| !k.expose().is_empty()),
         keys,
     };
 
-    let fallbacks = raw.fallbacks.iter().map(|(m, chain)| (m.clone(), chain.clone())).collect();
-    Ok(PolicyConfig { auth, limits, queue, retry, breaker, fallbacks })
+    let fallbacks = raw
+        .fallbacks
+        .iter()
+        .map(|(m, chain)| (m.clone(), chain.clone()))
+        .collect();
+    Ok(PolicyConfig {
+        auth,
+        limits,
+        queue,
+        retry,
+        breaker,
+        fallbacks,
+    })
 }
 
 /// Reads `auth.keys_file`, relative to the config file's folder.
-fn read_keys_file(check: &Checker<'_>, file: &str, layers: &Layers) -> Result<Vec<(String, RawApiKey)>, ConfigError> {
+fn read_keys_file(
+    check: &Checker<'_>,
+    file: &str,
+    layers: &Layers,
+) -> Result<Vec<(String, RawApiKey)>, ConfigError> {
     let mut path = std::path::PathBuf::from(file);
     if path.is_relative() {
         if let Some(dir) = layers.file.as_ref().and_then(|f| f.parent()) {
@@ -295,16 +352,28 @@ fn read_keys_file(check: &Checker<'_>, file: &str, layers: &Layers) -> Result<Ve
         }
     }
     let origin = super::Origin::File(path.clone());
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| check.fail("auth.keys_file", format!("cannot read {}: {e}", path.display())))?;
-    let value: serde_json::Value = serde_yaml_ng::from_str(&text)
-        .map_err(|e| ConfigError::Syntax { origin: origin.clone(), message: format!("invalid YAML: {e}") })?;
-    let keys: Vec<RawApiKey> = serde_path_to_error::deserialize(&value).map_err(|e| ConfigError::Invalid {
-        origin: origin.clone(),
-        key: e.path().to_string(),
-        message: e.into_inner().to_string(),
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        check.fail(
+            "auth.keys_file",
+            format!("cannot read {}: {e}", path.display()),
+        )
     })?;
-    Ok(keys.into_iter().enumerate().map(|(i, k)| (format!("[{i}]"), k)).collect())
+    let value: serde_json::Value =
+        serde_yaml_ng::from_str(&text).map_err(|e| ConfigError::Syntax {
+            origin: origin.clone(),
+            message: format!("invalid YAML: {e}"),
+        })?;
+    let keys: Vec<RawApiKey> =
+        serde_path_to_error::deserialize(&value).map_err(|e| ConfigError::Invalid {
+            origin: origin.clone(),
+            key: e.path().to_string(),
+            message: e.into_inner().to_string(),
+        })?;
+    Ok(keys
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| (format!("[{i}]"), k))
+        .collect())
 }
 
 fn validate_backend(
@@ -366,7 +435,12 @@ fn validate_backend(
         headers.push((header_name, value));
     }
     let max_concurrency = match backend.max_concurrency {
-        Some(0) => return Err(check.fail(&key("max_concurrency"), "must be at least 1 (omit it for no limit)")),
+        Some(0) => {
+            return Err(check.fail(
+                &key("max_concurrency"),
+                "must be at least 1 (omit it for no limit)",
+            ))
+        }
         other => other.map(|n| n as usize),
     };
     let mut mock = MockConfig::default();

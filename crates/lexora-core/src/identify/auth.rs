@@ -45,12 +45,18 @@ impl Keys {
         }
         let Some(presented) = presented_key(headers) else {
             return Err(GatewayError::Unauthorized {
-                message: "missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`".into(),
+                message:
+                    "missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`"
+                        .into(),
             });
         };
-        self.by_key.get(presented).cloned().map(Some).ok_or_else(|| GatewayError::Unauthorized {
-            message: "invalid API key".into(),
-        })
+        self.by_key
+            .get(presented)
+            .cloned()
+            .map(Some)
+            .ok_or_else(|| GatewayError::Unauthorized {
+                message: "invalid API key".into(),
+            })
     }
 
     /// Guards `/admin/*`. With an admin key configured it must be presented.
@@ -58,7 +64,11 @@ impl Keys {
     /// (no API keys either), as the seeds' `/admin/reload` expects.
     pub fn check_admin(&self, headers: &HeaderMap) -> Result<(), GatewayError> {
         match (&self.admin, presented_key(headers)) {
-            (Some(admin), Some(presented)) if constant_time_eq(admin.expose().as_bytes(), presented.as_bytes()) => Ok(()),
+            (Some(admin), Some(presented))
+                if constant_time_eq(admin.expose().as_bytes(), presented.as_bytes()) =>
+            {
+                Ok(())
+            }
             (Some(_), Some(_)) => Err(GatewayError::Forbidden {
                 message: "this key may not use the admin endpoints".into(),
                 code: "admin_key_required",
@@ -95,7 +105,9 @@ pub fn check_model(key: &ApiKey, model: Option<&str>) -> Result<(), GatewayError
 /// The priority a request gets: what it asked for (or the key's default,
 /// else normal), never above the key's maximum.
 pub fn priority(requested: Option<Priority>, key: Option<&ApiKey>) -> Priority {
-    let wanted = requested.or(key.and_then(|k| k.priority)).unwrap_or(Priority::Normal);
+    let wanted = requested
+        .or(key.and_then(|k| k.priority))
+        .unwrap_or(Priority::Normal);
     match key.and_then(|k| k.max_priority) {
         // `High < Normal < Low`: a "smaller" priority is a higher one.
         Some(max) if wanted < max => max,
@@ -104,7 +116,10 @@ pub fn priority(requested: Option<Priority>, key: Option<&ApiKey>) -> Priority {
 }
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(value) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(value) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let value = value.trim();
         let token = value
             .strip_prefix("Bearer ")
@@ -161,9 +176,13 @@ mod tests {
     #[test]
     fn bearer_and_x_api_key_both_work() {
         let keys = keys();
-        let by_bearer = keys.authenticate(&headers("authorization", "Bearer sk-test-0001")).expect("valid");
+        let by_bearer = keys
+            .authenticate(&headers("authorization", "Bearer sk-test-0001"))
+            .expect("valid");
         assert_eq!(by_bearer.map(|k| k.user.clone()).as_deref(), Some("alice"));
-        assert!(keys.authenticate(&headers("x-api-key", "sk-test-0001")).is_ok());
+        assert!(keys
+            .authenticate(&headers("x-api-key", "sk-test-0001"))
+            .is_ok());
     }
 
     #[test]
@@ -171,7 +190,9 @@ mod tests {
         let keys = keys();
         let missing = keys.authenticate(&HeaderMap::new()).expect_err("missing");
         assert_eq!(missing.status(), 401);
-        let wrong = keys.authenticate(&headers("authorization", "Bearer sk-guess-9999")).expect_err("wrong");
+        let wrong = keys
+            .authenticate(&headers("authorization", "Bearer sk-guess-9999"))
+            .expect_err("wrong");
         assert_eq!(wrong.status(), 401);
         assert!(!String::from_utf8_lossy(&wrong.body()).contains("sk-guess"));
     }
@@ -179,31 +200,63 @@ mod tests {
     #[test]
     fn open_gateway_lets_everyone_in() {
         let open = Keys::default();
-        assert!(open.authenticate(&HeaderMap::new()).expect("open").is_none());
+        assert!(open
+            .authenticate(&HeaderMap::new())
+            .expect("open")
+            .is_none());
         assert!(open.check_admin(&HeaderMap::new()).is_ok());
     }
 
     #[test]
     fn admin_needs_the_admin_key() {
         let keys = keys();
-        assert!(keys.check_admin(&headers("authorization", "Bearer admin-secret-1")).is_ok());
-        assert_eq!(keys.check_admin(&headers("authorization", "Bearer sk-test-0001")).expect_err("user key").status(), 403);
-        assert_eq!(keys.check_admin(&HeaderMap::new()).expect_err("none").status(), 401);
-        let no_admin = Keys::new(&AuthConfig { admin_key: None, keys: vec![key(&[], None)] });
-        assert_eq!(no_admin.check_admin(&headers("authorization", "Bearer sk-test-0001")).expect_err("disabled").status(), 403);
+        assert!(keys
+            .check_admin(&headers("authorization", "Bearer admin-secret-1"))
+            .is_ok());
+        assert_eq!(
+            keys.check_admin(&headers("authorization", "Bearer sk-test-0001"))
+                .expect_err("user key")
+                .status(),
+            403
+        );
+        assert_eq!(
+            keys.check_admin(&HeaderMap::new())
+                .expect_err("none")
+                .status(),
+            401
+        );
+        let no_admin = Keys::new(&AuthConfig {
+            admin_key: None,
+            keys: vec![key(&[], None)],
+        });
+        assert_eq!(
+            no_admin
+                .check_admin(&headers("authorization", "Bearer sk-test-0001"))
+                .expect_err("disabled")
+                .status(),
+            403
+        );
     }
 
     #[test]
     fn model_allow_lists() {
         assert!(check_model(&key(&[], None), Some("any")).is_ok());
         assert!(check_model(&key(&["a"], None), Some("a")).is_ok());
-        assert_eq!(check_model(&key(&["a"], None), Some("b")).expect_err("b").status(), 403);
+        assert_eq!(
+            check_model(&key(&["a"], None), Some("b"))
+                .expect_err("b")
+                .status(),
+            403
+        );
     }
 
     #[test]
     fn priority_is_capped_by_the_key() {
         let capped = key(&[], Some(Priority::Normal));
-        assert_eq!(priority(Some(Priority::High), Some(&capped)), Priority::Normal);
+        assert_eq!(
+            priority(Some(Priority::High), Some(&capped)),
+            Priority::Normal
+        );
         assert_eq!(priority(Some(Priority::Low), Some(&capped)), Priority::Low);
         assert_eq!(priority(None, None), Priority::Normal);
         let mut defaulted = key(&[], None);

@@ -114,7 +114,10 @@ pub async fn probe(backend: &Backend, timeout: Duration) -> BackendHealth {
 /// Probes every backend now and then every `check_interval` until
 /// cancelled. `current` gives the backends and settings in force, so a
 /// reload is picked up at the next round.
-pub async fn run(current: impl Fn() -> (Vec<Arc<Backend>>, HealthConfig), cancel: CancellationToken) {
+pub async fn run(
+    current: impl Fn() -> (Vec<Arc<Backend>>, HealthConfig),
+    cancel: CancellationToken,
+) {
     loop {
         let (backends, config) = current();
         let probes = backends.iter().map(|backend| async move {

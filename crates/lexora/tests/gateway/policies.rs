@@ -13,13 +13,25 @@ fn chat_url(gw: &Process) -> String {
 }
 
 async fn post_with_key(url: &str, key: &str, body: Value) -> reqwest::Response {
-    client().post(url).bearer_auth(key).json(&body).send().await.expect("send")
+    client()
+        .post(url)
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .expect("send")
 }
 
 async fn error_code(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
     let body: Value = response.json().await.expect("json");
-    (status, body["error"]["code"].as_str().unwrap_or_default().to_owned())
+    (
+        status,
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
 }
 
 #[tokio::test]
@@ -39,10 +51,19 @@ async fn api_keys_identify_users_and_guard_models_and_admin() {
     let text = wrong.text().await.expect("text");
     assert!(!text.contains("sk-wrong"), "keys are never echoed: {text}");
 
-    let ok = client().post(&url).header("x-api-key", "sk-alice-0001").json(&body).send().await.expect("send");
+    let ok = client()
+        .post(&url)
+        .header("x-api-key", "sk-alice-0001")
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
     assert_eq!(ok.status(), 200);
     let stats = get_json(&format!("{}/stats", gw.url)).await;
-    assert_eq!(stats["users"]["alice"]["requests"], 1, "the key's owner wins over x_user_id: {stats}");
+    assert_eq!(
+        stats["users"]["alice"]["requests"], 1,
+        "the key's owner wins over x_user_id: {stats}"
+    );
     assert!(stats["users"].get("mallory").is_none());
 
     let (status, code) = error_code(post_with_key(&url, "sk-bob-00001", body.clone()).await).await;
@@ -51,46 +72,100 @@ async fn api_keys_identify_users_and_guard_models_and_admin() {
     assert_eq!(allowed.status(), 200);
 
     let models = format!("{}/v1/models", gw.url);
-    assert_eq!(client().get(&models).send().await.expect("send").status(), 401);
-    let listed: Value = client().get(&models).bearer_auth("sk-bob-00001").send().await.expect("send").json().await.expect("json");
-    let ids: Vec<&str> = listed["data"].as_array().expect("data").iter().filter_map(|m| m["id"].as_str()).collect();
+    assert_eq!(
+        client().get(&models).send().await.expect("send").status(),
+        401
+    );
+    let listed: Value = client()
+        .get(&models)
+        .bearer_auth("sk-bob-00001")
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
     assert_eq!(ids, ["m2"], "a key sees only its models");
 
     let reload = format!("{}/admin/reload", gw.url);
     let none = client().post(&reload).send().await.expect("send");
     assert_eq!(none.status(), 401);
-    let user_key = client().post(&reload).bearer_auth("sk-alice-0001").send().await.expect("send");
+    let user_key = client()
+        .post(&reload)
+        .bearer_auth("sk-alice-0001")
+        .send()
+        .await
+        .expect("send");
     assert_eq!(user_key.status(), 403);
-    let admin = client().post(&reload).bearer_auth("admin-key-0001").send().await.expect("send");
+    let admin = client()
+        .post(&reload)
+        .bearer_auth("admin-key-0001")
+        .send()
+        .await
+        .expect("send");
     assert_eq!(admin.status(), 200);
 
-    assert!(!gw.stderr().contains("sk-alice-0001"), "keys never reach the log");
+    assert!(
+        !gw.stderr().contains("sk-alice-0001"),
+        "keys never reach the log"
+    );
 }
 
 #[tokio::test]
 async fn requests_per_minute_admit_exactly_the_allowance_under_concurrency() {
     let engine = mock(&["--chunks", "1"]);
-    let gw = gateway_for(&engine, "rate_limits:\n  default:\n    requests_per_minute: 60\n");
+    let gw = gateway_for(
+        &engine,
+        "rate_limits:\n  default:\n    requests_per_minute: 60\n",
+    );
     let url = chat_url(&gw);
-    let requests = (0..200).map(|_| post(&url, json!({"model": "m1", "messages": [], "x_user_id": "burst"})));
+    let requests = (0..200).map(|_| {
+        post(
+            &url,
+            json!({"model": "m1", "messages": [], "x_user_id": "burst"}),
+        )
+    });
     let responses = join_all(requests).await;
     let ok: Vec<_> = responses.iter().filter(|r| r.status() == 200).collect();
     let limited: Vec<_> = responses.iter().filter(|r| r.status() == 429).collect();
     assert_eq!(ok.len(), 60, "exactly the per-minute allowance passes");
     assert_eq!(limited.len(), 140);
     let rejected = limited[0].headers();
-    assert!(rejected["retry-after"].to_str().expect("ascii").parse::<u64>().is_ok_and(|s| (1..=2).contains(&s)));
+    assert!(rejected["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse::<u64>()
+        .is_ok_and(|s| (1..=2).contains(&s)));
     assert_eq!(rejected["x-ratelimit-limit-requests"], "60");
     assert_eq!(rejected["x-ratelimit-remaining-requests"], "0");
     assert!(rejected.contains_key("x-ratelimit-reset-requests"));
     let remaining: Vec<u64> = ok
         .iter()
-        .map(|r| r.headers()["x-ratelimit-remaining-requests"].to_str().expect("ascii").parse().expect("number"))
+        .map(|r| {
+            r.headers()["x-ratelimit-remaining-requests"]
+                .to_str()
+                .expect("ascii")
+                .parse()
+                .expect("number")
+        })
         .collect();
-    assert!(remaining.contains(&0) && remaining.contains(&59), "{remaining:?}");
+    assert!(
+        remaining.contains(&0) && remaining.contains(&59),
+        "{remaining:?}"
+    );
 
     // Another user has their own allowance.
-    let other = post(&url, json!({"model": "m1", "messages": [], "x_user_id": "other"})).await;
+    let other = post(
+        &url,
+        json!({"model": "m1", "messages": [], "x_user_id": "other"}),
+    )
+    .await;
     assert_eq!(other.status(), 200);
     let stats = get_json(&format!("{}/stats", gw.url)).await;
     assert_eq!(stats["rate_limited"], 140);
@@ -100,35 +175,60 @@ async fn requests_per_minute_admit_exactly_the_allowance_under_concurrency() {
 async fn seed_000_rate_limit_is_on_by_default() {
     let engine = mock(&["--chunks", "1"]);
     // Defaults: 10 requests/s per user with a burst of 20.
-    let gw = gateway(&format!("backends:\n  engine:\n    url: {}\n    models: [{{name: m1}}]\n", engine.url));
+    let gw = gateway(&format!(
+        "backends:\n  engine:\n    url: {}\n    models: [{{name: m1}}]\n",
+        engine.url
+    ));
     let url = chat_url(&gw);
-    let responses = join_all((0..25).map(|_| post(&url, json!({"model": "m1", "messages": []})))).await;
+    let responses =
+        join_all((0..25).map(|_| post(&url, json!({"model": "m1", "messages": []})))).await;
     let ok = responses.iter().filter(|r| r.status() == 200).count();
     assert_eq!(ok, 20, "the burst passes, the rest waits");
 }
 
 /// Remaining tokens reported on the next response of `user`.
 async fn remaining_tokens(url: &str, user: &str) -> u64 {
-    let response = post(url, json!({"model": "m1", "messages": [], "x_user_id": user, "max_tokens": 1})).await;
+    let response = post(
+        url,
+        json!({"model": "m1", "messages": [], "x_user_id": user, "max_tokens": 1}),
+    )
+    .await;
     assert_eq!(response.status(), 200);
-    response.headers()["x-ratelimit-remaining-tokens"].to_str().expect("ascii").parse().expect("number")
+    response.headers()["x-ratelimit-remaining-tokens"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("number")
 }
 
 #[tokio::test]
 async fn token_limits_settle_to_real_usage_for_streams_and_answers() {
     let engine = mock(&["--chunks", "5"]);
-    let gw = gateway_for(&engine, "rate_limits:\n  default:\n    tokens_per_minute: 100000\n");
+    let gw = gateway_for(
+        &engine,
+        "rate_limits:\n  default:\n    tokens_per_minute: 100000\n",
+    );
     let url = chat_url(&gw);
     // A large max_tokens makes the estimate far above the real usage.
     for (user, stream) in [("plain", false), ("streamer", true)] {
-        let response = post(&url, json!({
-            "model": "m1", "messages": [{"role": "user", "content": "two words"}],
-            "max_tokens": 5000, "stream": stream, "x_user_id": user
-        }))
+        let response = post(
+            &url,
+            json!({
+                "model": "m1", "messages": [{"role": "user", "content": "two words"}],
+                "max_tokens": 5000, "stream": stream, "x_user_id": user
+            }),
+        )
         .await;
         assert_eq!(response.status(), 200);
-        let during: u64 = response.headers()["x-ratelimit-remaining-tokens"].to_str().expect("ascii").parse().expect("n");
-        assert!(during < 95_000, "the estimate is reserved up front: {during}");
+        let during: u64 = response.headers()["x-ratelimit-remaining-tokens"]
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .expect("n");
+        assert!(
+            during < 95_000,
+            "the estimate is reserved up front: {during}"
+        );
         let _ = response.text().await;
         // Settled: 2 prompt + 5 completion tokens were used, the rest refunded.
         let left = eventually(Duration::from_secs(2), || async {
@@ -150,14 +250,28 @@ async fn priorities_order_the_queue_and_low_still_gets_served() {
     let send = |tag: &'static str, priority: &'static str| {
         let url = url.clone();
         async move {
-            let r = post(&url, json!({"model": "m1", "messages": [], "tag": tag, "x_priority": priority})).await;
-            (tag, r.status().as_u16(), r.headers().get("x-lexora-queue-wait-ms").cloned())
+            let r = post(
+                &url,
+                json!({"model": "m1", "messages": [], "tag": tag, "x_priority": priority}),
+            )
+            .await;
+            (
+                tag,
+                r.status().as_u16(),
+                r.headers().get("x-lexora-queue-wait-ms").cloned(),
+            )
         }
     };
     let blocker = tokio::spawn(send("blocker", "normal"));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut waiting = Vec::new();
-    for (tag, priority) in [("low1", "low"), ("low2", "low"), ("high1", "high"), ("high2", "high"), ("normal1", "normal")] {
+    for (tag, priority) in [
+        ("low1", "low"),
+        ("low2", "low"),
+        ("high1", "high"),
+        ("high2", "high"),
+        ("normal1", "normal"),
+    ] {
         waiting.push(tokio::spawn(send(tag, priority)));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -168,14 +282,23 @@ async fn priorities_order_the_queue_and_low_still_gets_served() {
     for task in waiting {
         results.push(task.await.expect("join"));
     }
-    assert!(results.iter().all(|(_, status, _)| *status == 200), "{results:?}");
-    assert!(results[1..].iter().all(|(_, _, wait)| wait.is_some()), "queued requests report their wait");
+    assert!(
+        results.iter().all(|(_, status, _)| *status == 200),
+        "{results:?}"
+    );
+    assert!(
+        results[1..].iter().all(|(_, _, wait)| wait.is_some()),
+        "queued requests report their wait"
+    );
     let order: Vec<String> = engine_requests(&engine)
         .await
         .iter()
         .filter_map(|b| b["tag"].as_str().map(str::to_owned))
         .collect();
-    assert_eq!(order, ["blocker", "high1", "high2", "normal1", "low1", "low2"]);
+    assert_eq!(
+        order,
+        ["blocker", "high1", "high2", "normal1", "low1", "low2"]
+    );
 }
 
 #[tokio::test]
@@ -188,15 +311,29 @@ async fn full_queue_timeout_and_disconnect_free_their_places() {
     let url = chat_url(&gw);
     let busy = tokio::spawn({
         let url = url.clone();
-        async move { post(&url, json!({"model": "m1", "messages": []})).await.status() }
+        async move {
+            post(&url, json!({"model": "m1", "messages": []}))
+                .await
+                .status()
+        }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     // Fills the one place in the queue, then gives up (disconnects).
-    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().expect("client");
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .expect("client");
     let waiter = tokio::spawn({
         let url = url.clone();
-        async move { impatient.post(&url).json(&json!({"model": "m1", "messages": []})).send().await.is_err() }
+        async move {
+            impatient
+                .post(&url)
+                .json(&json!({"model": "m1", "messages": []}))
+                .send()
+                .await
+                .is_err()
+        }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let full = post(&url, json!({"model": "m1", "messages": []})).await;
@@ -204,7 +341,10 @@ async fn full_queue_timeout_and_disconnect_free_their_places() {
     assert!(full.headers().contains_key("retry-after"));
     let (_, code) = error_code(full).await;
     assert_eq!(code, "queue_full");
-    assert!(waiter.await.expect("join"), "the impatient client timed out");
+    assert!(
+        waiter.await.expect("join"),
+        "the impatient client timed out"
+    );
     let freed = eventually(Duration::from_secs(1), || async {
         let stats = get_json(&format!("{}/stats", gw.url)).await;
         stats["backends"]["engine"]["waiting"]["normal"] == 0
@@ -214,7 +354,11 @@ async fn full_queue_timeout_and_disconnect_free_their_places() {
 
     // Waiting past x_timeout: 504.
     let started = Instant::now();
-    let timed_out = post(&url, json!({"model": "m1", "messages": [], "x_timeout": 0.3})).await;
+    let timed_out = post(
+        &url,
+        json!({"model": "m1", "messages": [], "x_timeout": 0.3}),
+    )
+    .await;
     let (status, code) = error_code(timed_out).await;
     assert_eq!((status, code.as_str()), (504, "queue_timeout"));
     assert!(started.elapsed() < Duration::from_secs(1));
@@ -237,14 +381,26 @@ async fn retries_recover_from_transient_failures_honouring_retry_after() {
     let started = Instant::now();
     let throttled = json!({"model": "m1", "messages": [], "mock": {"status": 429, "retry_after": 1, "fail_first": 1, "fail_key": "b"}});
     assert_eq!(post(&url, throttled).await.status(), 200);
-    assert!(started.elapsed() >= Duration::from_millis(950), "Retry-After was honoured: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "Retry-After was honoured: {:?}",
+        started.elapsed()
+    );
 
     let hopeless = json!({"model": "m1", "messages": [], "mock": {"status": 502, "fail_first": 10, "fail_key": "c"}});
-    assert_eq!(post(&url, hopeless).await.status(), 502, "gives up after max_retries");
+    assert_eq!(
+        post(&url, hopeless).await.status(),
+        502,
+        "gives up after max_retries"
+    );
     let not_retryable = json!({"model": "m1", "messages": [], "mock": {"status": 400, "fail_first": 1, "fail_key": "d"}});
     let before = engine_requests(&engine).await.len();
     assert_eq!(post(&url, not_retryable).await.status(), 400);
-    assert_eq!(engine_requests(&engine).await.len(), before + 1, "a 400 is not retried");
+    assert_eq!(
+        engine_requests(&engine).await.len(),
+        before + 1,
+        "a 400 is not retried"
+    );
 
     let stats = get_json(&format!("{}/stats", gw.url)).await;
     assert_eq!(stats["retries"], 2 + 1 + 3, "{stats}");
@@ -265,7 +421,11 @@ async fn no_retry_once_the_stream_has_started() {
     .await
     .expect("text");
     assert!(text.contains("upstream_reset"), "{text}");
-    assert_eq!(engine_requests(&engine).await.len(), 1, "bytes had reached the client: no retry");
+    assert_eq!(
+        engine_requests(&engine).await.len(),
+        1,
+        "bytes had reached the client: no retry"
+    );
 }
 
 #[tokio::test]
@@ -281,19 +441,47 @@ async fn breaker_opens_half_opens_and_closes() {
         assert_eq!(post(&url, failing.clone()).await.status(), 500);
     }
     let (status, code) = error_code(post(&url, json!({"model": "m1", "messages": []})).await).await;
-    assert_eq!((status, code.as_str()), (503, "circuit_open"), "skipped at once while open");
-    assert_eq!(engine_requests(&engine).await.len(), 3, "the open breaker sent nothing");
+    assert_eq!(
+        (status, code.as_str()),
+        (503, "circuit_open"),
+        "skipped at once while open"
+    );
+    assert_eq!(
+        engine_requests(&engine).await.len(),
+        3,
+        "the open breaker sent nothing"
+    );
     let health = get_json(&format!("{}/health", gw.url)).await;
     assert_eq!(health["backends"]["engine"]["circuit_breaker"], "open");
-    let metrics = client().get(format!("{}/metrics", gw.url)).send().await.expect("send").text().await.expect("text");
-    assert!(metrics.contains(r#"lexora_circuit_breaker_state{backend="engine"} 2"#), "{metrics}");
+    let metrics = client()
+        .get(format!("{}/metrics", gw.url))
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(r#"lexora_circuit_breaker_state{backend="engine"} 2"#),
+        "{metrics}"
+    );
 
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(post(&url, failing.clone()).await.status(), 500, "the half-open probe fails");
+    assert_eq!(
+        post(&url, failing.clone()).await.status(),
+        500,
+        "the half-open probe fails"
+    );
     let (status, _) = error_code(post(&url, json!({"model": "m1", "messages": []})).await).await;
     assert_eq!(status, 503, "open again");
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(post(&url, json!({"model": "m1", "messages": []})).await.status(), 200, "the probe succeeds");
+    assert_eq!(
+        post(&url, json!({"model": "m1", "messages": []}))
+            .await
+            .status(),
+        200,
+        "the probe succeeds"
+    );
     let stats = get_json(&format!("{}/stats", gw.url)).await;
     assert_eq!(stats["backends"]["engine"]["circuit_breaker"], "closed");
     assert_eq!(stats["backends"]["engine"]["breaker_opened"], 2);
@@ -316,7 +504,12 @@ async fn failover_loses_no_request_when_an_engine_dies() {
         if i == 10 {
             drop(first.take()); // kills engine a
         }
-        statuses.push(post(&url, json!({"model": "m1", "messages": []})).await.status().as_u16());
+        statuses.push(
+            post(&url, json!({"model": "m1", "messages": []}))
+                .await
+                .status()
+                .as_u16(),
+        );
     }
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(engine_requests(&second).await.len(), 30);
@@ -324,15 +517,26 @@ async fn failover_loses_no_request_when_an_engine_dies() {
 
 #[tokio::test]
 async fn fallback_models_take_over_when_a_model_has_no_working_backend() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
     let hosted = mock(&[]);
     let gw = gateway(&format!(
         "rate_limit:\n  enabled: false\nretry:\n  max_retries: 1\n  base_delay: 0.05\nfallbacks:\n  local: [m2]\nbackends:\n  gpu:\n    url: http://127.0.0.1:{port}\n    models: [{{name: local}}]\n  hosted:\n    url: {}\n    models: [{{name: m2}}]\n",
         hosted.url
     ));
-    let answer: Value = post(&chat_url(&gw), json!({"model": "local", "messages": []})).await.json().await.expect("json");
+    let answer: Value = post(&chat_url(&gw), json!({"model": "local", "messages": []}))
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(answer["model"], "m2", "{answer}");
-    assert_eq!(engine_requests(&hosted).await.pop().expect("request")["model"], "m2");
+    assert_eq!(
+        engine_requests(&hosted).await.pop().expect("request")["model"],
+        "m2"
+    );
 }
 
 #[tokio::test]
@@ -370,19 +574,41 @@ async fn reload_applies_valid_files_and_refuses_invalid_ones_under_load() {
     assert_eq!(refused.status(), 400);
     let body: Value = refused.json().await.expect("json");
     assert_eq!(body["error"]["code"], "invalid_config");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("backends.engine.url")), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("backends.engine.url")),
+        "{body}"
+    );
 
     let statuses = load.await.expect("join");
-    assert!(statuses.iter().all(|s| *s == 200), "no request failed during reloads: {statuses:?}");
-    let answer: Value = post(&url, json!({"messages": []})).await.json().await.expect("json");
-    assert_eq!(answer["model"], "m2", "the valid reload is in force, the invalid one was refused");
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "no request failed during reloads: {statuses:?}"
+    );
+    let answer: Value = post(&url, json!({"messages": []}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        answer["model"], "m2",
+        "the valid reload is in force, the invalid one was refused"
+    );
 
     // SIGHUP reloads too.
     std::fs::write(&path, config("m1")).expect("write");
-    let status = std::process::Command::new("kill").args(["-HUP", &gw.pid().to_string()]).status().expect("kill");
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &gw.pid().to_string()])
+        .status()
+        .expect("kill");
     assert!(status.success());
     let switched = eventually(Duration::from_secs(3), || async {
-        let answer: Value = post(&url, json!({"messages": []})).await.json().await.expect("json");
+        let answer: Value = post(&url, json!({"messages": []}))
+            .await
+            .json()
+            .await
+            .expect("json");
         answer["model"] == "m1"
     })
     .await;

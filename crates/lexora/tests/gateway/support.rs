@@ -157,7 +157,19 @@ pub fn gateway_with_env(config: &str, env: &[(&str, &str)]) -> Process {
 /// `lexora serve --config PATH` for a file the test keeps editing.
 pub fn gateway_at(path: &std::path::Path) -> Process {
     let path = path.to_str().expect("utf8 path").to_owned();
-    spawn(&["serve", "--config", &path, "--host", "127.0.0.1", "--port", "0"], &[], TempDir::new())
+    spawn(
+        &[
+            "serve",
+            "--config",
+            &path,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ],
+        &[],
+        TempDir::new(),
+    )
 }
 
 pub fn gateway(config: &str) -> Process {
