@@ -269,7 +269,14 @@ class Gateway:
         return openai.OpenAI(**options)
 
 
-def write_gateway_config(directory: Path, backend_name: str, backend_url: str, models: list[str] | None) -> Path:
+def write_gateway_config(
+    directory: Path,
+    backend_name: str,
+    backend_url: str,
+    models: list[str] | None,
+    backend_type: str = "openai-compatible",
+    extra: tuple[str, ...] = (),
+) -> Path:
     lines = [
         "server: {host: 127.0.0.1, port: 0}",
         "logging: {level: info, format: json}",
@@ -281,8 +288,9 @@ def write_gateway_config(directory: Path, backend_name: str, backend_url: str, m
         "rate_limit: {enabled: false}",
         "backends:",
         f"  {backend_name}:",
-        "    type: openai-compatible",
+        f"    type: {backend_type}",
         f"    url: {backend_url}",
+        *extra,
     ]
     if models is not None:
         lines.append("    models: [" + ", ".join("{name: %s}" % m for m in models) + "]")
@@ -432,7 +440,8 @@ def llama_server(llama_server_bin: Path, tiny_gguf: Path, tmp_path_factory: pyte
 def llama_gateway(lexora_bin: Path, llama_server: str, tmp_path_factory: pytest.TempPathFactory):
     directory = tmp_path_factory.mktemp("gateway-llama")
     # No models list: the gateway learns them from the engine's /v1/models.
-    config = write_gateway_config(directory, "llama", llama_server, None)
+    # `llamacpp` tells Lexora the engine also speaks /v1/messages natively.
+    config = write_gateway_config(directory, "llama", llama_server, None, backend_type="llamacpp")
     gateway = None
     try:
         gateway = start_gateway(lexora_bin, directory, "lexora-gateway-llama", config, owner="llama_gateway")
@@ -450,6 +459,27 @@ def mock_client(mock_gateway: Gateway) -> openai.OpenAI:
 @pytest.fixture(scope="session")
 def llama_client(llama_gateway: Gateway) -> openai.OpenAI:
     return llama_gateway.client()
+
+
+@pytest.fixture(scope="session")
+def anthropic_style_gateway(lexora_bin: Path, mock_engine: MockEngine, tmp_path_factory: pytest.TempPathFactory):
+    """Lexora in front of the mock engine speaking Anthropic's Messages API."""
+    directory = tmp_path_factory.mktemp("gateway-anthropic")
+    config = write_gateway_config(
+        directory,
+        "claude",
+        mock_engine.url,
+        [*MOCK_MODELS, "ghost"],
+        backend_type="anthropic",
+        extra=("    api_key: sk-ant-test-key",),
+    )
+    gateway = None
+    try:
+        gateway = start_gateway(lexora_bin, directory, "lexora-gateway-anthropic", config, owner="anthropic_style_gateway")
+        yield gateway
+    finally:
+        if gateway is not None:
+            gateway.proc.stop()
 
 
 @pytest.fixture

@@ -14,18 +14,18 @@ use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
-use http::{Method, Response};
+use http::Response;
 use metrics::counter;
 use tokio::time::Instant;
 
 use crate::config::{BreakerConfig, QueueSettings, RetryConfig};
 use crate::error::GatewayError;
-use crate::parse::{self, ParsedRequest, Priority};
+use crate::parse::{ParsedRequest, Priority};
 use crate::queue::{BackendQueue, Permit, QueueConfig, QueueError};
 use crate::record::RequestRecord;
 use crate::respond;
 use crate::route::Candidate;
-use crate::upstream::Backend;
+use crate::upstream::{Backend, Wire};
 
 pub mod breaker;
 pub mod retry;
@@ -77,6 +77,8 @@ fn queue_config(max_concurrency: Option<usize>, queue: &QueueSettings) -> QueueC
 pub struct Answer {
     pub backend: Arc<Backend>,
     pub upstream: Response<Body>,
+    /// The API the answer's body speaks.
+    pub wire: Wire,
     /// For streams: the first bytes, already read.
     pub first: Option<Bytes>,
     pub queue_wait: Duration,
@@ -231,30 +233,34 @@ async fn attempt(
             },
         })?;
     let queue_wait = permit.waited();
-    let body = match model {
-        Some(model) => parse::replace_model(&plan.request.body, model)?,
-        None => plan.request.body.clone(),
-    };
-    let sent = backend.send(
-        Method::POST,
-        plan.request.endpoint.path(),
-        body,
+    let request = plan.request;
+    let sent = backend.forward(
+        request.endpoint,
+        &request.body,
+        model.or(request.model.as_deref()),
+        model.is_some(),
         &record.request_id,
     );
-    let upstream = tokio::time::timeout_at(plan.deadline, sent)
+    let (upstream, wire) = tokio::time::timeout_at(plan.deadline, sent)
         .await
         .map_err(|_| GatewayError::UpstreamTimeout {
             backend: backend.name().to_owned(),
             after: plan.timeout,
         })??;
     if !upstream.status().is_success() {
-        return Err(
-            respond::upstream_error(upstream, backend.name(), plan.deadline, plan.timeout).await,
-        );
+        return Err(respond::upstream_error(
+            upstream,
+            wire,
+            backend.name(),
+            plan.deadline,
+            plan.timeout,
+        )
+        .await);
     }
     let mut answer = Answer {
         backend: Arc::clone(backend),
         upstream,
+        wire,
         first: None,
         queue_wait,
     };

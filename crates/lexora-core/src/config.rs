@@ -72,10 +72,29 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendKind {
     /// Any server speaking OpenAI's `/v1` API (vLLM, llama-server, SGLang,
-    /// Ollama, DeepSeek, OpenRouter, ...).
+    /// Ollama, OpenAI, DeepSeek, OpenRouter, ...).
     OpenAiCompatible,
+    /// Azure OpenAI: deployment URLs, `api-version`, `api-key` header.
+    Azure { api_version: String },
+    /// Anthropic's Messages API, translated both ways.
+    Anthropic {
+        version: String,
+        default_max_tokens: u64,
+    },
     /// The built-in mock engine, served in-process.
     Mock,
+}
+
+impl BackendKind {
+    /// The name shown in `/health`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::OpenAiCompatible => "openai-compatible",
+            Self::Azure { .. } => "azure",
+            Self::Anthropic { .. } => "anthropic",
+            Self::Mock => "mock",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +108,11 @@ pub struct BackendConfig {
     pub connect_timeout: Duration,
     /// Models the config says this backend serves; empty = ask the engine.
     pub models: Vec<String>,
+    /// Public model name -> the provider's id, where they differ.
+    pub upstream_models: std::collections::HashMap<String, String>,
+    /// Which server this is (`vllm`, `llamacpp`, `ollama`, `openai`, ...),
+    /// for the small differences between them.
+    pub provider: String,
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub mock: MockConfig,
     /// Requests in flight at most; `None` = no limit (and no queue).

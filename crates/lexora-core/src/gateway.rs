@@ -33,6 +33,7 @@ use crate::parse::{self, Endpoint};
 use crate::record::{Recorder, RequestRecord};
 use crate::respond;
 use crate::route::Routes;
+use crate::upstream::Wire;
 
 /// Reads the configuration again (file, environment, flags) for a reload.
 pub type ConfigLoader = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
@@ -68,6 +69,7 @@ enum Forwarded {
         first: Bytes,
         strip_usage: bool,
         deadline: Instant,
+        translation: Option<respond::Translation>,
     },
 }
 
@@ -151,16 +153,21 @@ impl Gateway {
                 first,
                 strip_usage,
                 deadline,
+                translation,
             }) => {
                 record.set_status(upstream.status().as_u16());
-                respond::stream(upstream, first, record, strip_usage, deadline)
+                respond::stream(upstream, first, record, strip_usage, deadline, translation)
             }
             Err(error) => {
                 record.finish(error.status().as_u16(), Some(error.metric_kind()));
                 if error.status().is_server_error() {
                     tracing::warn!(request_id = request_id.to_str().unwrap_or("-"), %error, "request failed");
                 }
-                error.into_response()
+                let mut response = error.into_response();
+                if endpoint.wire() == Wire::Anthropic {
+                    anthropic_error(&mut response).await;
+                }
+                response
             }
         };
         let headers = response.headers_mut();
@@ -258,24 +265,47 @@ impl Gateway {
         histogram!("lexora_queue_wait_seconds", "backend" => answer.backend.name().to_owned())
             .record(answer.queue_wait.as_secs_f64());
         extras.queue_wait = Some(answer.queue_wait).filter(|w| !w.is_zero());
+        let translation = respond::Translation::between(
+            answer.wire,
+            endpoint.wire(),
+            parsed.model.as_deref().unwrap_or_default(),
+            parsed.client_wants_usage,
+        );
         if let Some(first) = answer.first {
             return Ok(Forwarded::Stream {
                 upstream: answer.upstream,
                 first,
                 strip_usage: parsed.stream && !parsed.client_wants_usage,
                 deadline,
+                translation,
             });
         }
+        let backend = answer.backend.name();
         respond::complete(
             answer.upstream,
             record,
-            answer.backend.name(),
+            backend,
             deadline,
             timeout,
+            translation.as_ref(),
         )
         .await
         .map(Forwarded::Complete)
     }
+}
+
+/// Rewrites an OpenAI-shaped error response into Anthropic's error shape
+/// (for clients of `/v1/messages`), keeping status and headers.
+async fn anthropic_error(response: &mut Response) {
+    let body = std::mem::take(response.body_mut());
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let converted = crate::translate::openai_error_to_anthropic(response.status().as_u16(), &bytes);
+    response.headers_mut().remove(header::CONTENT_LENGTH);
+    *response.body_mut() = Body::from(converted);
 }
 
 /// Builds the runtime of `config`, reusing queues and breakers of backends

@@ -27,4 +27,5 @@ pub mod respond;
 pub mod route;
 pub mod status;
 pub mod telemetry;
+pub mod translate;
 pub mod upstream;

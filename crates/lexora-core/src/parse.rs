@@ -28,6 +28,8 @@ pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// Anthropic's Messages API.
+    Messages,
 }
 
 impl Endpoint {
@@ -37,6 +39,7 @@ impl Endpoint {
             Self::ChatCompletions => "/v1/chat/completions",
             Self::Completions => "/v1/completions",
             Self::Embeddings => "/v1/embeddings",
+            Self::Messages => "/v1/messages",
         }
     }
 
@@ -46,6 +49,7 @@ impl Endpoint {
             Self::ChatCompletions => "chat",
             Self::Completions => "completions",
             Self::Embeddings => "embeddings",
+            Self::Messages => "messages",
         }
     }
 
@@ -200,7 +204,8 @@ pub fn parse(
         .and_then(|o| o.include_usage)
         .unwrap_or(false);
     let fill_model = peek.model.is_none() && default_model.is_some();
-    let add_usage = stream && !client_wants_usage;
+    // Anthropic streams always carry usage; only OpenAI's must be asked.
+    let add_usage = stream && !client_wants_usage && endpoint != Endpoint::Messages;
     let has_extension =
         peek.x_priority.is_some() || peek.x_user_id.is_some() || peek.x_timeout.is_some();
     let model = peek

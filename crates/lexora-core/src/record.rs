@@ -29,10 +29,22 @@ pub const CLIENT_CLOSED: u16 = 499;
 /// Token usage as engines report it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub struct Usage {
-    #[serde(default)]
+    /// Anthropic calls it `input_tokens`.
+    #[serde(default, alias = "input_tokens")]
     pub prompt_tokens: u64,
-    #[serde(default)]
+    #[serde(default, alias = "output_tokens")]
     pub completion_tokens: u64,
+}
+
+impl Usage {
+    /// Combines partial reports (Anthropic streams give input tokens first
+    /// and output tokens at the end): the larger count of each wins.
+    pub fn merge(self, other: Usage) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens.max(other.prompt_tokens),
+            completion_tokens: self.completion_tokens.max(other.completion_tokens),
+        }
+    }
 }
 
 /// Where finished requests are counted.
@@ -136,8 +148,9 @@ impl RequestRecord {
         self.finished = true;
     }
 
+    /// Adds what an engine reported (merged with earlier partial reports).
     pub fn set_usage(&mut self, usage: Usage) {
-        self.usage = Some(usage);
+        self.usage = Some(self.usage.map_or(usage, |seen| seen.merge(usage)));
     }
 
     /// The first byte of the answer is on its way to the client.

@@ -18,6 +18,8 @@ use tokio::time::Instant;
 
 use crate::error::{error_json, GatewayError};
 use crate::record::{RequestRecord, Usage};
+use crate::translate;
+use crate::upstream::Wire;
 
 pub mod sse;
 
@@ -82,9 +84,14 @@ pub fn stream(
     record: RequestRecord,
     strip_usage: bool,
     deadline: Instant,
+    translation: Option<Translation>,
 ) -> Response {
     let (parts, body) = upstream.into_parts();
-    let relay = sse::SseRelay::new(body, first, record, strip_usage, deadline);
+    let client_wire = translation.as_ref().map_or(Wire::OpenAi, |t| t.to);
+    let mut relay = sse::SseRelay::new(body, first, record, strip_usage, deadline);
+    if let Some(translation) = translation {
+        relay = relay.translated(translation.stream(), client_wire);
+    }
     let mut response = Response::new(Body::new(relay));
     *response.status_mut() = parts.status;
     let headers = response.headers_mut();
@@ -96,6 +103,47 @@ pub fn stream(
     // Tell buffering proxies in front of Lexora (nginx) to pass chunks on.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
+}
+
+/// How an answer must change for the client (engine and client speak
+/// different APIs).
+#[derive(Debug, Clone)]
+pub struct Translation {
+    pub from: Wire,
+    pub to: Wire,
+    /// The model name the client asked for (reported back to it).
+    pub model: String,
+    pub include_usage: bool,
+}
+
+impl Translation {
+    /// `None` when both sides speak the same API.
+    pub fn between(from: Wire, to: Wire, model: &str, include_usage: bool) -> Option<Self> {
+        (from != to).then(|| Self {
+            from,
+            to,
+            model: model.to_owned(),
+            include_usage,
+        })
+    }
+
+    fn response(&self, body: &[u8]) -> Result<Bytes, translate::TranslateError> {
+        let out = match self.to {
+            Wire::OpenAi => translate::anthropic_to_openai_response(body, &self.model)?,
+            Wire::Anthropic => translate::openai_to_anthropic_response(body, &self.model)?,
+        };
+        Ok(Bytes::from(out))
+    }
+
+    fn stream(&self) -> Box<dyn sse::StreamTransform> {
+        match self.to {
+            Wire::OpenAi => Box::new(translate::AnthropicToOpenAiStream::new(
+                &self.model,
+                self.include_usage,
+            )),
+            Wire::Anthropic => Box::new(translate::OpenAiToAnthropicStream::new(&self.model)),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -111,20 +159,32 @@ pub async fn complete(
     backend: &str,
     deadline: Instant,
     timeout: Duration,
+    translation: Option<&Translation>,
 ) -> Result<Response, GatewayError> {
     let (parts, body) = upstream.into_parts();
-    let bytes = read_body(body, usize::MAX, backend, deadline, timeout).await?;
+    let mut bytes = read_body(body, usize::MAX, backend, deadline, timeout).await?;
     record.first_byte();
+    if let Some(translation) = translation {
+        bytes = translation
+            .response(&bytes)
+            .map_err(|e| GatewayError::UpstreamReset {
+                backend: backend.to_owned(),
+                reason: format!("the answer could not be translated: {e}"),
+            })?;
+    }
     if let Ok(UsageOnly { usage: Some(usage) }) = serde_json::from_slice(&bytes) {
         record.set_usage(usage);
     }
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = parts.status;
-    let content_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .cloned()
-        .unwrap_or(HeaderValue::from_static("application/json"));
+    let content_type = match translation {
+        Some(_) => HeaderValue::from_static("application/json"),
+        None => parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .cloned()
+            .unwrap_or(HeaderValue::from_static("application/json")),
+    };
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, content_type);
@@ -134,6 +194,7 @@ pub async fn complete(
 /// Converts an engine's error answer into a [`GatewayError`].
 pub async fn upstream_error(
     upstream: Response<Body>,
+    wire: Wire,
     backend: &str,
     deadline: Instant,
     timeout: Duration,
@@ -145,7 +206,10 @@ pub async fn upstream_error(
     };
     GatewayError::UpstreamStatus {
         status: parts.status,
-        body: normalize_error_body(parts.status, &bytes),
+        body: match wire {
+            Wire::OpenAi => normalize_error_body(parts.status, &bytes),
+            Wire::Anthropic => Bytes::from(translate::anthropic_error_to_openai(&bytes)),
+        },
         retry_after: parts.headers.get(header::RETRY_AFTER).cloned(),
     }
 }

@@ -13,7 +13,6 @@ use metrics::gauge;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::config::BackendKind;
 use crate::gateway::Gateway;
 use crate::upstream::Backend;
 
@@ -45,10 +44,7 @@ fn backend_view(backend: &Backend) -> BackendView {
         }
     }
     BackendView {
-        kind: match backend.config.kind {
-            BackendKind::OpenAiCompatible => "openai-compatible",
-            BackendKind::Mock => "mock",
-        },
+        kind: backend.config.kind.label(),
         url: backend.config.url.as_ref().map(|url| {
             // Never show credentials embedded in a URL.
             let mut url = url.clone();

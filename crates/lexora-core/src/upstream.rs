@@ -25,9 +25,12 @@ use crate::attempt::BackendPolicy;
 use crate::config::{BackendConfig, BackendKind};
 use crate::error::GatewayError;
 use crate::mock::MockEngine;
+use crate::parse::Endpoint;
 
+pub mod adapter;
 pub mod health;
 
+pub use adapter::{Adapter, Wire};
 pub use health::BackendHealth;
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -47,8 +50,10 @@ pub struct Backend {
     /// next config after a reload.
     pub policy: Arc<BackendPolicy>,
     transport: Transport,
-    /// `Authorization` sent upstream, marked sensitive so it never prints.
-    authorization: Option<HeaderValue>,
+    adapter: Adapter,
+    /// Credentials and configured extra headers, marked sensitive so they
+    /// never print.
+    headers: Vec<(http::HeaderName, HeaderValue)>,
     health: ArcSwap<BackendHealth>,
 }
 
@@ -67,37 +72,26 @@ impl Backend {
             (BackendKind::Mock, _) => {
                 Transport::InProcess(MockEngine::new(config.mock.clone()).router())
             }
-            (BackendKind::OpenAiCompatible, Some(url)) => Transport::Http {
+            (_, Some(url)) => Transport::Http {
                 client: Box::new(http_client(config.connect_timeout)?),
                 base: url.as_str().trim_end_matches('/').to_owned(),
             },
-            (BackendKind::OpenAiCompatible, None) => {
+            (_, None) => {
                 return Err(GatewayError::Internal {
                     message: format!("backend `{}` has no URL", config.name),
                 })
             }
         };
-        let authorization =
-            match &config.api_key {
-                Some(key) => {
-                    let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose()))
-                        .map_err(|_| GatewayError::Internal {
-                            message: format!(
-                                "backend `{}`: api_key is not a valid header value",
-                                config.name
-                            ),
-                        })?;
-                    value.set_sensitive(true);
-                    Some(value)
-                }
-                None => None,
-            };
+        let adapter = Adapter::new(&config);
+        let mut headers = adapter.auth_headers(&config)?;
+        headers.extend(config.headers.iter().cloned());
         let health = ArcSwap::from_pointee(BackendHealth::unknown(&config));
         Ok(Self {
             config,
             policy,
             transport,
-            authorization,
+            adapter,
+            headers,
             health,
         })
     }
@@ -130,6 +124,38 @@ impl Backend {
         self.config.models.is_empty() && health.models.is_empty()
     }
 
+    /// The backend's dialect.
+    pub fn adapter(&self) -> &Adapter {
+        &self.adapter
+    }
+
+    /// Sends a client request in this backend's dialect: `model` is the
+    /// public model to ask for (mapped to the provider's id here);
+    /// `renamed` says it differs from the body's. Returns the answer head
+    /// and the API its body speaks.
+    pub async fn forward(
+        &self,
+        endpoint: Endpoint,
+        body: &Bytes,
+        model: Option<&str>,
+        renamed: bool,
+        request_id: &HeaderValue,
+    ) -> Result<(Response<Body>, Wire), GatewayError> {
+        let mapped = model
+            .and_then(|m| self.config.upstream_models.get(m))
+            .map(String::as_str);
+        let outbound = self.adapter.prepare(
+            endpoint,
+            body,
+            mapped.or(model),
+            renamed || mapped.is_some(),
+        )?;
+        let response = self
+            .send(Method::POST, &outbound.path, outbound.body, request_id)
+            .await?;
+        Ok((response, outbound.wire))
+    }
+
     /// Sends one request and waits for the response head. The body of the
     /// returned response streams from the engine.
     pub async fn send(
@@ -154,10 +180,7 @@ impl Backend {
                 message: format!("building the upstream request: {e}"),
             })?;
         let headers = request.headers_mut();
-        if let Some(auth) = &self.authorization {
-            headers.insert(header::AUTHORIZATION, auth.clone());
-        }
-        for (name, value) in &self.config.headers {
+        for (name, value) in &self.headers {
             headers.insert(name.clone(), value.clone());
         }
         match &self.transport {

@@ -12,6 +12,8 @@ mod errors;
 mod lifecycle;
 #[path = "gateway/policies.rs"]
 mod policies;
+#[path = "gateway/providers.rs"]
+mod providers;
 #[path = "gateway/proxy.rs"]
 mod proxy;
 #[path = "gateway/streaming.rs"]

@@ -101,6 +101,12 @@ pub struct RawBackend {
     pub mock: Option<RawMock>,
     /// Requests in flight at this backend at most; more wait in the queue.
     pub max_concurrency: Option<u32>,
+    /// Azure OpenAI's `api-version` query parameter.
+    pub api_version: Option<String>,
+    /// Anthropic's `anthropic-version` header.
+    pub anthropic_version: Option<String>,
+    /// `max_tokens` sent to Anthropic when a request has none (it is required there).
+    pub default_max_tokens: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -112,6 +118,10 @@ pub struct RawModel {
     pub path: Option<String>,
     #[serde(default)]
     pub gpu_memory_utilization: Option<f64>,
+    /// The provider's id for this model when it differs from `name`
+    /// (Azure: the deployment name).
+    #[serde(default)]
+    pub upstream: Option<String>,
 }
 
 /// Behaviour of the built-in mock engine.

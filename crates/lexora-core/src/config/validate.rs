@@ -96,6 +96,8 @@ pub(super) fn validate(raw: RawConfig, layers: &Layers) -> Result<Config, Config
             timeout: default_timeout,
             connect_timeout: default_connect,
             models: Vec::new(),
+            upstream_models: Default::default(),
+            provider: "vllm".into(),
             headers: Vec::new(),
             mock: MockConfig::default(),
             max_concurrency: None,
@@ -384,19 +386,42 @@ fn validate_backend(
 ) -> Result<BackendConfig, ConfigError> {
     let key = |field: &str| format!("backends.{name}.{field}");
     let kind_name = backend.kind.as_deref().unwrap_or(name).to_ascii_lowercase();
-    let kind = match kind_name.as_str() {
-        "mock" => BackendKind::Mock,
-        "openai-compatible" | "openai_compatible" | "openai" | "vllm" | "llamacpp"
-        | "llama.cpp" | "llama-cpp" | "llama_cpp" | "sglang" | "ollama" | "deepseek"
-        | "openrouter" => BackendKind::OpenAiCompatible,
+    let (kind, provider, default_base) = match kind_name.as_str() {
+        "mock" => (BackendKind::Mock, "mock", None),
+        "azure" | "azure-openai" | "azure_openai" => {
+            let api_version = backend.api_version.clone().ok_or_else(|| {
+                check.fail(&key("api_version"), "is required for Azure OpenAI (e.g. 2024-10-21)")
+            })?;
+            (BackendKind::Azure { api_version }, "azure", None)
+        }
+        "anthropic" | "claude" => {
+            let kind = BackendKind::Anthropic {
+                version: backend.anthropic_version.clone().unwrap_or_else(|| "2023-06-01".into()),
+                default_max_tokens: backend.default_max_tokens.filter(|n| *n > 0).unwrap_or(4096),
+            };
+            (kind, "anthropic", Some("https://api.anthropic.com"))
+        }
+        "openai" => (BackendKind::OpenAiCompatible, "openai", Some("https://api.openai.com")),
+        "deepseek" => (BackendKind::OpenAiCompatible, "deepseek", Some("https://api.deepseek.com")),
+        "openrouter" => (BackendKind::OpenAiCompatible, "openrouter", Some("https://openrouter.ai/api")),
+        "ollama" => (BackendKind::OpenAiCompatible, "ollama", Some("http://localhost:11434")),
+        "llamacpp" | "llama.cpp" | "llama-cpp" | "llama_cpp" | "llama-server" => {
+            (BackendKind::OpenAiCompatible, "llamacpp", None)
+        }
+        "vllm" => (BackendKind::OpenAiCompatible, "vllm", None),
+        "sglang" => (BackendKind::OpenAiCompatible, "sglang", None),
+        "openai-compatible" | "openai_compatible" => (BackendKind::OpenAiCompatible, "openai-compatible", None),
         other if backend.kind.is_some() => {
             return Err(check.fail(
                 &key("type"),
-                format!("unknown backend type `{other}` (use openai-compatible or mock)"),
+                format!(
+                    "unknown backend type `{other}` (use openai-compatible, vllm, llamacpp, sglang, ollama, \
+                     openai, azure, anthropic, deepseek, openrouter or mock)"
+                ),
             ))
         }
         // An unnamed type with a URL is an OpenAI-compatible server.
-        _ => BackendKind::OpenAiCompatible,
+        _ => (BackendKind::OpenAiCompatible, "openai-compatible", None),
     };
     let url = match (&kind, &backend.url) {
         (BackendKind::Mock, _) => None,
@@ -404,7 +429,10 @@ fn validate_backend(
         // Seed 001 writes the vLLM URL both at `vllm.url` and in the backend;
         // a `vllm` backend without one inherits the top-level URL.
         (_, None) if name == "vllm" => Some(default_url.clone()),
-        (_, None) => return Err(check.fail(&key("url"), "is required for this backend")),
+        (_, None) => match default_base {
+            Some(base) => Some(check.url(&key("url"), base)?),
+            None => return Err(check.fail(&key("url"), "is required for this backend")),
+        },
     };
     let timeout = match backend.timeout {
         Some(t) => check.seconds(&key("timeout"), t)?,
@@ -424,6 +452,16 @@ fn validate_backend(
         }
         models.push(model.name.clone());
     }
+    let upstream_models = backend
+        .models
+        .iter()
+        .filter_map(|m| {
+            m.upstream
+                .clone()
+                .filter(|u| *u != m.name)
+                .map(|u| (m.name.clone(), u))
+        })
+        .collect();
     let mut headers = Vec::with_capacity(backend.headers.len());
     for (header, value) in &backend.headers {
         let header_key = key(&format!("headers.{header}"));
@@ -465,6 +503,8 @@ fn validate_backend(
         timeout,
         connect_timeout,
         models,
+        upstream_models,
+        provider: provider.to_owned(),
         headers,
         mock,
         max_concurrency,

@@ -45,14 +45,29 @@ pub fn count_words(text: &str) -> u32 {
 
 /// Prompt tokens of a chat or completion request.
 pub fn prompt_tokens(body: &Value) -> u32 {
-    let mut total = 0u32;
-    if let Some(messages) = body.get("messages").and_then(Value::as_array) {
-        for message in messages {
-            total = total.saturating_add(content_words(message.get("content")));
-        }
-    }
-    total = total.saturating_add(content_words(body.get("prompt")));
-    total.max(1)
+    message_words(body)
+        .saturating_add(content_words(body.get("prompt")))
+        .max(1)
+}
+
+/// Prompt tokens of an Anthropic Messages request: the `system` prompt (a
+/// string or text blocks) and the messages' text blocks.
+pub fn messages_prompt_tokens(body: &Value) -> u32 {
+    message_words(body)
+        .saturating_add(content_words(body.get("system")))
+        .max(1)
+}
+
+/// Words in the text of all `messages` (strings or text parts).
+fn message_words(body: &Value) -> u32 {
+    body.get("messages")
+        .and_then(Value::as_array)
+        .map_or(0, |messages| {
+            messages
+                .iter()
+                .map(|message| content_words(message.get("content")))
+                .fold(0, u32::saturating_add)
+        })
 }
 
 fn content_words(content: Option<&Value>) -> u32 {
@@ -154,6 +169,25 @@ mod tests {
         assert_eq!(prompt_tokens(&body), 5);
         assert_eq!(prompt_tokens(&json!({"prompt": "one two"})), 2);
         assert_eq!(prompt_tokens(&json!({})), 1);
+    }
+
+    #[test]
+    fn messages_prompt_tokens_count_system_and_text_blocks() {
+        let body = json!({
+            "system": [{"type": "text", "text": "be brief"}],
+            "messages": [
+                {"role": "user", "content": "hello there"},
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": "one"},
+                    {"type": "tool_use", "id": "t", "name": "f", "input": {"a": "b c"}}
+                ]}
+            ]
+        });
+        assert_eq!(messages_prompt_tokens(&body), 5);
+        assert_eq!(
+            messages_prompt_tokens(&json!({"system": "a b c", "messages": []})),
+            3
+        );
     }
 
     #[test]

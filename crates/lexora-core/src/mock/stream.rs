@@ -1,5 +1,7 @@
-//! The mock engine's SSE streams: a role chunk, one chunk per token at the
-//! configured pace, a finish chunk, the usage chunk when asked, `[DONE]`.
+//! The mock engine's SSE streams. [`respond`] drives any [`Script`] (the
+//! event sequence of one wire format) at its pace, with the counters and the
+//! injected connection reset; [`Plan`] is the OpenAI script: a role chunk,
+//! one chunk per token, a finish chunk, the usage chunk when asked, `[DONE]`.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -67,7 +69,25 @@ impl Drop for Guard {
     }
 }
 
-enum Step {
+/// The events of one streamed answer, produced lazily so a long stream
+/// costs no memory up front.
+pub(super) trait Script: Send + 'static {
+    /// A position in the stream.
+    type Step: Send + 'static;
+    /// Where the stream starts.
+    fn first(&self) -> Self::Step;
+    /// The bytes to send at `step`; `None` ends the stream.
+    fn event(&self, step: &Self::Step) -> Option<Bytes>;
+    /// The step after `step`.
+    fn next(&self, step: &Self::Step) -> Self::Step;
+    /// How long to wait before sending `step` (the generation pace).
+    fn pause(&self, step: &Self::Step) -> Duration;
+    /// Abort the connection after this many events.
+    fn reset_after(&self) -> Option<u32>;
+}
+
+/// A position in an OpenAI stream.
+pub(super) enum Step {
     Role,
     Token(u32),
     Finish,
@@ -85,6 +105,21 @@ impl Plan {
             "model": self.model,
             "choices": [choice],
         })
+    }
+}
+
+impl Script for Plan {
+    type Step = Step;
+
+    fn first(&self) -> Step {
+        // Completions have no role chunk: start at the first token.
+        if self.chat {
+            Step::Role
+        } else if self.chunks > 0 {
+            Step::Token(0)
+        } else {
+            Step::Finish
+        }
     }
 
     fn event(&self, step: &Step) -> Option<Bytes> {
@@ -130,38 +165,44 @@ impl Plan {
             Step::Done | Step::End => Step::End,
         }
     }
+
+    fn pause(&self, step: &Step) -> Duration {
+        match step {
+            Step::Token(i) if *i > 0 => self.pace,
+            _ => Duration::ZERO,
+        }
+    }
+
+    fn reset_after(&self) -> Option<u32> {
+        self.reset_after
+    }
 }
 
-/// Streams the plan as `text/event-stream`.
-pub(super) fn respond(plan: Plan, counters: StreamCounters) -> Response {
+/// Streams the script as `text/event-stream`.
+pub(super) fn respond<S: Script>(script: S, counters: StreamCounters) -> Response {
     let guard = Guard::start(counters);
-    // Completions have no role chunk: start at the first token.
-    let first = if plan.chat {
-        Step::Role
-    } else if plan.chunks > 0 {
-        Step::Token(0)
-    } else {
-        Step::Finish
-    };
-    let state = (plan, first, 0u32, guard);
-    let events = futures_util::stream::unfold(state, |(plan, step, sent, guard)| async move {
-        if let Step::Token(i) = step {
-            if i > 0 && !plan.pace.is_zero() {
-                tokio::time::sleep(plan.pace).await;
-            }
+    let first = Some(script.first());
+    let state = (script, first, 0u32, guard);
+    let events = futures_util::stream::unfold(state, |(script, step, sent, guard)| async move {
+        // `None` is the state after a reset: nothing more is sent, and the
+        // guard counts the stream as cancelled when it is dropped.
+        let step = step?;
+        let pause = script.pause(&step);
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
         }
-        if plan.reset_after.is_some_and(|limit| sent >= limit) {
+        if script.reset_after().is_some_and(|limit| sent >= limit) {
             // An error item makes hyper abort the connection mid-body: the
             // client sees a reset, as from a crashed engine.
             let error = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "mock reset");
-            return Some((Err(error), (plan, Step::End, sent, guard)));
+            return Some((Err(error), (script, None, sent, guard)));
         }
-        let Some(bytes) = plan.event(&step) else {
+        let Some(bytes) = script.event(&step) else {
             guard.complete();
             return None;
         };
-        let next = plan.next(&step);
-        Some((Ok(bytes), (plan, next, sent + 1, guard)))
+        let next = script.next(&step);
+        Some((Ok(bytes), (script, Some(next), sent + 1, guard)))
     });
     let mut response = Body::from_stream(events).into_response();
     let headers = response.headers_mut();

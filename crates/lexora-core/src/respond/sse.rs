@@ -20,6 +20,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::error::error_json;
 use crate::record::{RequestRecord, Usage};
+use crate::upstream::Wire;
 
 #[cfg(test)]
 mod tests;
@@ -36,6 +37,9 @@ pub struct SseRelay {
     /// `pending` holds bytes read before the relay started (the first
     /// chunk) that have not been looked at yet.
     primed: bool,
+    transform: Option<Box<dyn StreamTransform>>,
+    /// The API the client speaks (shapes the error event).
+    client_wire: Wire,
     done: bool,
 }
 
@@ -45,6 +49,50 @@ struct UsageChunk {
     choices: Option<Vec<IgnoredAny>>,
     #[serde(default)]
     usage: Option<Usage>,
+    /// Anthropic's `message_start` nests the usage in the message.
+    #[serde(default)]
+    message: Option<Nested>,
+}
+
+#[derive(Deserialize)]
+struct Nested {
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+/// Rewrites a stream event by event (between the OpenAI and Anthropic
+/// APIs); implemented by the stateful converters of [`crate::translate`].
+pub trait StreamTransform: Send {
+    /// One complete SSE event in, zero or more complete events out.
+    fn event(&mut self, name: Option<&str>, data: &[u8]) -> Vec<u8>;
+    /// Whatever must follow when the upstream ends.
+    fn finish(&mut self) -> Vec<u8>;
+    /// Usage seen so far: (prompt, completion).
+    fn usage(&self) -> Option<(u64, u64)>;
+}
+
+impl StreamTransform for crate::translate::AnthropicToOpenAiStream {
+    fn event(&mut self, name: Option<&str>, data: &[u8]) -> Vec<u8> {
+        self.push(name, data)
+    }
+    fn finish(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
+    fn usage(&self) -> Option<(u64, u64)> {
+        crate::translate::AnthropicToOpenAiStream::usage(self)
+    }
+}
+
+impl StreamTransform for crate::translate::OpenAiToAnthropicStream {
+    fn event(&mut self, _name: Option<&str>, data: &[u8]) -> Vec<u8> {
+        self.push(data)
+    }
+    fn finish(&mut self) -> Vec<u8> {
+        crate::translate::OpenAiToAnthropicStream::finish(self)
+    }
+    fn usage(&self) -> Option<(u64, u64)> {
+        crate::translate::OpenAiToAnthropicStream::usage(self)
+    }
 }
 
 impl SseRelay {
@@ -67,7 +115,36 @@ impl SseRelay {
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             last: None,
             done: false,
+            transform: None,
+            client_wire: Wire::OpenAi,
         }
+    }
+
+    /// Converts every event with `transform` for a client speaking `client_wire`.
+    pub fn translated(mut self, transform: Box<dyn StreamTransform>, client_wire: Wire) -> Self {
+        self.transform = Some(transform);
+        self.client_wire = client_wire;
+        self
+    }
+
+    /// Runs complete events through the transform, counting its usage.
+    fn transform_events(&mut self, events: &[u8]) -> Bytes {
+        let Some(transform) = self.transform.as_mut() else {
+            return Bytes::copy_from_slice(events);
+        };
+        let mut out = Vec::new();
+        for event in split_events(events) {
+            if let Some(data) = event_data(event) {
+                out.extend(transform.event(event_name(event), &data));
+            }
+        }
+        if let Some((prompt_tokens, completion_tokens)) = transform.usage() {
+            self.record.set_usage(Usage {
+                prompt_tokens,
+                completion_tokens,
+            });
+        }
+        Bytes::from(out)
     }
 
     /// Takes every complete event out of `pending`, reading usage chunks on
@@ -75,6 +152,9 @@ impl SseRelay {
     fn complete_events(&mut self) -> Option<Bytes> {
         let end = last_event_end(&self.pending)?;
         let events = self.pending.split_to(end).freeze();
+        if self.transform.is_some() {
+            return Some(self.transform_events(&events)).filter(|out| !out.is_empty());
+        }
         if find(&events, b"\"usage\"").is_none() {
             return Some(events);
         }
@@ -90,6 +170,9 @@ impl SseRelay {
                 if let Some(chunk) = event_data(event)
                     .and_then(|data| serde_json::from_slice::<UsageChunk>(&data).ok())
                 {
+                    if let Some(usage) = chunk.message.and_then(|m| m.usage) {
+                        self.record.set_usage(usage);
+                    }
                     if let Some(usage) = chunk.usage {
                         self.record.set_usage(usage);
                         keep = !(self.strip_usage && chunk.choices.is_some_and(|c| c.is_empty()));
@@ -112,9 +195,16 @@ impl SseRelay {
     fn fail(&mut self, message: &str, kind: &'static str, code: &'static str) -> Bytes {
         self.record.end_stream(Some(kind));
         let body = error_json(message, kind_type(kind), None, Some(code));
-        let mut event = BytesMut::with_capacity(body.len() + 8);
+        let mut event = BytesMut::with_capacity(body.len() + 32);
         // Whatever partial event was pending is dropped: half an event would
         // corrupt the error event that follows it.
+        let body = match self.client_wire {
+            Wire::OpenAi => body,
+            Wire::Anthropic => {
+                event.extend_from_slice(b"event: error\n");
+                Bytes::from(crate::translate::openai_error_to_anthropic(502, &body))
+            }
+        };
         event.extend_from_slice(b"data: ");
         event.extend_from_slice(&body);
         event.extend_from_slice(b"\n\n");
@@ -189,12 +279,18 @@ impl HttpBody for SseRelay {
                     this.record.end_stream(None);
                     this.done = true;
                     // A final event without its blank line is still sent.
-                    if !this.pending.is_empty() {
-                        let rest = this.pending.split().freeze();
-                        let rest = this.inspect_usage(rest);
-                        if !rest.is_empty() {
-                            return this.emit(rest);
+                    let mut rest = this.pending.split().freeze();
+                    if this.transform.is_some() {
+                        let mut out = this.transform_events(&rest).to_vec();
+                        if let Some(transform) = this.transform.as_mut() {
+                            out.extend(transform.finish());
                         }
+                        rest = Bytes::from(out);
+                    } else if !rest.is_empty() {
+                        rest = this.inspect_usage(rest);
+                    }
+                    if !rest.is_empty() {
+                        return this.emit(rest);
                     }
                     return Poll::Ready(None);
                 }
@@ -249,6 +345,15 @@ fn first_event_end(buf: &[u8]) -> Option<usize> {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
+}
+
+/// The `event:` name of one event, if any.
+fn event_name(event: &[u8]) -> Option<&str> {
+    event.split(|b| *b == b'\n').find_map(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let name = line.strip_prefix(b"event:")?;
+        std::str::from_utf8(name).ok().map(str::trim)
+    })
 }
 
 /// The `data:` payload of one event (several data lines joined by `\n`).

@@ -62,9 +62,10 @@ struct ModelEntry {
 pub async fn probe(backend: &Backend, timeout: Duration) -> BackendHealth {
     let started = tokio::time::Instant::now();
     let request_id = HeaderValue::from_static("lexora-health-probe");
+    let path = backend.adapter().models_path();
     let attempt = async {
         let response = backend
-            .send(Method::GET, "/v1/models", Bytes::new(), &request_id)
+            .send(Method::GET, &path, Bytes::new(), &request_id)
             .await
             .map_err(|e| e.to_string())?;
         let status = response.status();
@@ -75,7 +76,7 @@ pub async fn probe(backend: &Backend, timeout: Duration) -> BackendHealth {
             .map_err(|e| e.to_string())?
             .to_bytes();
         if !status.is_success() {
-            return Err(format!("GET /v1/models answered {status}"));
+            return Err(format!("GET {path} answered {status}"));
         }
         let models = serde_json::from_slice::<ModelList>(&body)
             .map(|list| list.data.into_iter().map(|m| m.id).collect())

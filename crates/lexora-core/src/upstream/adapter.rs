@@ -1,0 +1,337 @@
+//! Adapters: how one request is said to each kind of provider.
+//!
+//! Clients speak two APIs to Lexora (OpenAI's and Anthropic's Messages);
+//! backends speak one of them too. An [`Adapter`] decides, per request, the
+//! upstream path, the body (model id mapped, translated between the APIs
+//! when the two differ) and which API the answer will come back in, so
+//! [`crate::respond`] can translate it back for the client.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+
+use crate::config::{BackendConfig, BackendKind, Secret};
+use crate::error::GatewayError;
+use crate::parse::{self, Endpoint};
+use crate::translate;
+
+/// An API's wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    OpenAi,
+    Anthropic,
+}
+
+impl Endpoint {
+    /// The API the client speaks on this endpoint.
+    pub fn wire(self) -> Wire {
+        match self {
+            Self::Messages => Wire::Anthropic,
+            _ => Wire::OpenAi,
+        }
+    }
+}
+
+/// The request as it goes upstream.
+#[derive(Debug)]
+pub struct Outbound {
+    pub path: String,
+    pub body: Bytes,
+    /// The API the answer comes back in.
+    pub wire: Wire,
+}
+
+/// A backend's dialect.
+#[derive(Debug, Clone)]
+pub enum Adapter {
+    /// OpenAI's API at `{url}/v1/...`. `native_messages`: the server also
+    /// speaks Anthropic's `/v1/messages` (llama-server does).
+    OpenAi {
+        native_messages: bool,
+    },
+    Azure {
+        api_version: String,
+    },
+    Anthropic {
+        version: String,
+        default_max_tokens: u64,
+    },
+}
+
+/// Environment variables that hold a provider's key when the config has none.
+fn key_variable(provider: &str) -> Option<&'static str> {
+    match provider {
+        "openai" => Some("OPENAI_API_KEY"),
+        "anthropic" => Some("ANTHROPIC_API_KEY"),
+        "azure" => Some("AZURE_OPENAI_API_KEY"),
+        "deepseek" => Some("DEEPSEEK_API_KEY"),
+        "openrouter" => Some("OPENROUTER_API_KEY"),
+        _ => None,
+    }
+}
+
+impl Adapter {
+    pub fn new(config: &BackendConfig) -> Self {
+        match &config.kind {
+            BackendKind::Azure { api_version } => Self::Azure {
+                api_version: api_version.clone(),
+            },
+            BackendKind::Anthropic {
+                version,
+                default_max_tokens,
+            } => Self::Anthropic {
+                version: version.clone(),
+                default_max_tokens: *default_max_tokens,
+            },
+            BackendKind::OpenAiCompatible | BackendKind::Mock => Self::OpenAi {
+                native_messages: config.provider == "llamacpp",
+            },
+        }
+    }
+
+    /// Headers that authenticate with the provider: the configured key, else
+    /// the provider's usual environment variable. Marked sensitive.
+    pub fn auth_headers(
+        &self,
+        config: &BackendConfig,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, GatewayError> {
+        let key = config.api_key.clone().or_else(|| {
+            key_variable(&config.provider)
+                .and_then(|v| std::env::var(v).ok())
+                .filter(|k| !k.is_empty())
+                .map(Secret::new)
+        });
+        let mut headers = Vec::new();
+        let invalid = || GatewayError::Internal {
+            message: format!(
+                "backend `{}`: api_key is not a valid header value",
+                config.name
+            ),
+        };
+        if let Some(key) = key {
+            let (name, text) = match self {
+                Self::OpenAi { .. } => (
+                    http::header::AUTHORIZATION,
+                    Cow::Owned(format!("Bearer {}", key.expose())),
+                ),
+                Self::Azure { .. } => (
+                    HeaderName::from_static("api-key"),
+                    Cow::Borrowed(key.expose()),
+                ),
+                Self::Anthropic { .. } => (
+                    HeaderName::from_static("x-api-key"),
+                    Cow::Borrowed(key.expose()),
+                ),
+            };
+            let mut value = HeaderValue::from_str(&text).map_err(|_| invalid())?;
+            value.set_sensitive(true);
+            headers.push((name, value));
+        }
+        if let Self::Anthropic { version, .. } = self {
+            headers.push((
+                HeaderName::from_static("anthropic-version"),
+                HeaderValue::from_str(version).map_err(|_| invalid())?,
+            ));
+        }
+        Ok(headers)
+    }
+
+    /// Where the health probe lists models.
+    pub fn models_path(&self) -> String {
+        match self {
+            Self::Azure { api_version } => format!("/openai/models?api-version={api_version}"),
+            _ => "/v1/models".to_owned(),
+        }
+    }
+
+    /// Path, body and answer format for one request. `model` is the
+    /// provider's id for the requested model.
+    pub fn prepare(
+        &self,
+        endpoint: Endpoint,
+        body: &Bytes,
+        model: Option<&str>,
+        renamed: bool,
+    ) -> Result<Outbound, GatewayError> {
+        let renamed_body = || match (renamed, model) {
+            (true, Some(model)) => parse::replace_model(body, model),
+            _ => Ok(body.clone()),
+        };
+        match (self, endpoint) {
+            (Self::Anthropic { .. }, Endpoint::Messages)
+            | (
+                Self::OpenAi {
+                    native_messages: true,
+                },
+                Endpoint::Messages,
+            ) => Ok(Outbound {
+                path: "/v1/messages".into(),
+                body: renamed_body()?,
+                wire: Wire::Anthropic,
+            }),
+            (
+                Self::Anthropic {
+                    default_max_tokens, ..
+                },
+                Endpoint::ChatCompletions,
+            ) => {
+                let model = model.ok_or_else(|| GatewayError::InvalidRequest {
+                    message: "`model` is required for an Anthropic backend".into(),
+                    param: Some("model"),
+                })?;
+                let body = translate::openai_to_anthropic_request(body, model, *default_max_tokens)
+                    .map_err(translation)?;
+                Ok(Outbound {
+                    path: "/v1/messages".into(),
+                    body: Bytes::from(body),
+                    wire: Wire::Anthropic,
+                })
+            }
+            (Self::Anthropic { .. }, other) => Err(GatewayError::InvalidRequest {
+                message: format!("{} is not supported by Anthropic backends", other.path()),
+                param: None,
+            }),
+            (Self::OpenAi { .. } | Self::Azure { .. }, Endpoint::Messages) => {
+                let body = translate::anthropic_to_openai_request(&renamed_body()?)
+                    .map_err(translation)?;
+                Ok(Outbound {
+                    path: self.openai_path(Endpoint::ChatCompletions, model)?,
+                    body: Bytes::from(body),
+                    wire: Wire::OpenAi,
+                })
+            }
+            (Self::OpenAi { .. } | Self::Azure { .. }, endpoint) => Ok(Outbound {
+                path: self.openai_path(endpoint, model)?,
+                body: renamed_body()?,
+                wire: Wire::OpenAi,
+            }),
+        }
+    }
+
+    fn openai_path(&self, endpoint: Endpoint, model: Option<&str>) -> Result<String, GatewayError> {
+        match self {
+            Self::Azure { api_version } => {
+                let deployment = model.ok_or_else(|| GatewayError::InvalidRequest {
+                    message: "`model` (the Azure deployment) is required".into(),
+                    param: Some("model"),
+                })?;
+                let operation = endpoint.path().trim_start_matches("/v1/");
+                let deployment =
+                    url::form_urlencoded::byte_serialize(deployment.as_bytes()).collect::<String>();
+                Ok(format!(
+                    "/openai/deployments/{deployment}/{operation}?api-version={api_version}"
+                ))
+            }
+            _ => Ok(endpoint.path().to_owned()),
+        }
+    }
+}
+
+fn translation(error: translate::TranslateError) -> GatewayError {
+    GatewayError::InvalidRequest {
+        message: error.message,
+        param: error.param,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn azure() -> Adapter {
+        Adapter::Azure {
+            api_version: "2024-10-21".into(),
+        }
+    }
+
+    #[test]
+    fn azure_paths_name_the_deployment_and_version() {
+        let out = azure()
+            .prepare(
+                Endpoint::ChatCompletions,
+                &Bytes::from_static(b"{\"model\":\"gpt-4o\"}"),
+                Some("prod gpt4o"),
+                false,
+            )
+            .expect("prepared");
+        assert_eq!(
+            out.path,
+            "/openai/deployments/prod+gpt4o/chat/completions?api-version=2024-10-21"
+        );
+        assert_eq!(out.wire, Wire::OpenAi);
+        let err = azure()
+            .prepare(
+                Endpoint::Embeddings,
+                &Bytes::from_static(b"{}"),
+                None,
+                false,
+            )
+            .expect_err("no model");
+        assert_eq!(err.status(), 400);
+    }
+
+    #[test]
+    fn model_ids_are_mapped_only_when_renamed() {
+        let body = Bytes::from_static(b"{\"model\":\"public\",\"x\":1}");
+        let openai = Adapter::OpenAi {
+            native_messages: false,
+        };
+        let same = openai
+            .prepare(Endpoint::ChatCompletions, &body, Some("public"), false)
+            .expect("ok");
+        assert_eq!(same.body, body);
+        let renamed = openai
+            .prepare(Endpoint::ChatCompletions, &body, Some("provider-id"), true)
+            .expect("ok");
+        assert_eq!(
+            renamed.body,
+            Bytes::from_static(b"{\"model\":\"provider-id\",\"x\":1}")
+        );
+    }
+
+    #[test]
+    fn anthropic_backends_take_chat_and_messages_only() {
+        let anthropic = Adapter::Anthropic {
+            version: "2023-06-01".into(),
+            default_max_tokens: 1024,
+        };
+        let chat = Bytes::from_static(
+            br#"{"model":"claude","messages":[{"role":"user","content":"hi"}]}"#,
+        );
+        let out = anthropic
+            .prepare(Endpoint::ChatCompletions, &chat, Some("claude-x"), true)
+            .expect("ok");
+        assert_eq!(out.path, "/v1/messages");
+        assert_eq!(out.wire, Wire::Anthropic);
+        let body: serde_json::Value = serde_json::from_slice(&out.body).expect("json");
+        assert_eq!(body["model"], "claude-x");
+        assert_eq!(body["max_tokens"], 1024);
+        assert!(anthropic
+            .prepare(Endpoint::Embeddings, &chat, Some("claude"), false)
+            .is_err());
+    }
+
+    #[test]
+    fn messages_reach_openai_engines_translated_or_natively() {
+        let messages = Bytes::from_static(
+            br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#,
+        );
+        let plain = Adapter::OpenAi {
+            native_messages: false,
+        };
+        let out = plain
+            .prepare(Endpoint::Messages, &messages, Some("m"), false)
+            .expect("ok");
+        assert_eq!(out.path, "/v1/chat/completions");
+        assert_eq!(out.wire, Wire::OpenAi);
+        let llama = Adapter::OpenAi {
+            native_messages: true,
+        };
+        let out = llama
+            .prepare(Endpoint::Messages, &messages, Some("m"), false)
+            .expect("ok");
+        assert_eq!(out.path, "/v1/messages");
+        assert_eq!(out.body, messages);
+    }
+}
