@@ -220,7 +220,8 @@ impl Gateway {
             .candidates(parsed.model.as_deref(), fallbacks)?;
 
         let spec = limit_spec(&config.policies, user, key.as_deref());
-        if !spec.is_unlimited() {
+        // Counting tokens generates nothing; it is not charged.
+        if !spec.is_unlimited() && endpoint != Endpoint::CountTokens {
             let estimate = limit::estimate_tokens(&parsed.body, parsed.max_tokens);
             match self.limiter.reserve(user, &spec, estimate, Instant::now()) {
                 Ok(reservation) => {

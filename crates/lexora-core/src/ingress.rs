@@ -45,6 +45,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/completions", post(proxy(Endpoint::Completions)))
         .route("/v1/embeddings", post(proxy(Endpoint::Embeddings)))
         .route("/v1/messages", post(proxy(Endpoint::Messages)))
+        .route(
+            "/v1/messages/count_tokens",
+            post(proxy(Endpoint::CountTokens)),
+        )
         .route("/v1/models", get(status::models))
         .route("/health", get(status::health))
         .route("/health/ready", get(status::ready))

@@ -30,6 +30,8 @@ pub enum Endpoint {
     Embeddings,
     /// Anthropic's Messages API.
     Messages,
+    /// Anthropic's token counting for a Messages request.
+    CountTokens,
 }
 
 impl Endpoint {
@@ -40,6 +42,7 @@ impl Endpoint {
             Self::Completions => "/v1/completions",
             Self::Embeddings => "/v1/embeddings",
             Self::Messages => "/v1/messages",
+            Self::CountTokens => "/v1/messages/count_tokens",
         }
     }
 
@@ -50,11 +53,12 @@ impl Endpoint {
             Self::Completions => "completions",
             Self::Embeddings => "embeddings",
             Self::Messages => "messages",
+            Self::CountTokens => "count_tokens",
         }
     }
 
     fn streams(self) -> bool {
-        !matches!(self, Self::Embeddings)
+        !matches!(self, Self::Embeddings | Self::CountTokens)
     }
 }
 

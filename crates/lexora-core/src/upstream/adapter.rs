@@ -27,7 +27,7 @@ impl Endpoint {
     /// The API the client speaks on this endpoint.
     pub fn wire(self) -> Wire {
         match self {
-            Self::Messages => Wire::Anthropic,
+            Self::Messages | Self::CountTokens => Wire::Anthropic,
             _ => Wire::OpenAi,
         }
     }
@@ -158,30 +158,30 @@ impl Adapter {
             (true, Some(model)) => parse::replace_model(body, model),
             _ => Ok(body.clone()),
         };
+        let speaks_messages = matches!(
+            self,
+            Self::Anthropic { .. }
+                | Self::OpenAi {
+                    native_messages: true
+                }
+        );
         match (self, endpoint) {
-            (Self::Anthropic { .. }, Endpoint::Messages)
-            | (
-                Self::OpenAi {
-                    native_messages: true,
-                },
-                Endpoint::Messages,
-            ) => Ok(Outbound {
-                path: "/v1/messages".into(),
+            // The client's Messages request goes as it is.
+            (_, Endpoint::Messages | Endpoint::CountTokens) if speaks_messages => Ok(Outbound {
+                path: endpoint.path().into(),
                 body: renamed_body()?,
                 wire: Wire::Anthropic,
             }),
-            (
-                Self::Anthropic {
-                    default_max_tokens, ..
-                },
-                Endpoint::ChatCompletions,
-            ) => {
+            (_, Endpoint::CountTokens) => Err(GatewayError::InvalidRequest {
+                message: "token counting needs a backend that speaks the Messages API (anthropic, llamacpp)".into(),
+                param: Some("model"),
+            }),
+            (Self::Anthropic { default_max_tokens, .. }, Endpoint::ChatCompletions) => {
                 let model = model.ok_or_else(|| GatewayError::InvalidRequest {
                     message: "`model` is required for an Anthropic backend".into(),
                     param: Some("model"),
                 })?;
-                let body = translate::openai_to_anthropic_request(body, model, *default_max_tokens)
-                    .map_err(translation)?;
+                let body = translate::openai_to_anthropic_request(body, model, *default_max_tokens).map_err(translation)?;
                 Ok(Outbound {
                     path: "/v1/messages".into(),
                     body: Bytes::from(body),
@@ -192,16 +192,15 @@ impl Adapter {
                 message: format!("{} is not supported by Anthropic backends", other.path()),
                 param: None,
             }),
-            (Self::OpenAi { .. } | Self::Azure { .. }, Endpoint::Messages) => {
-                let body = translate::anthropic_to_openai_request(&renamed_body()?)
-                    .map_err(translation)?;
+            (_, Endpoint::Messages) => {
+                let body = translate::anthropic_to_openai_request(&renamed_body()?).map_err(translation)?;
                 Ok(Outbound {
                     path: self.openai_path(Endpoint::ChatCompletions, model)?,
                     body: Bytes::from(body),
                     wire: Wire::OpenAi,
                 })
             }
-            (Self::OpenAi { .. } | Self::Azure { .. }, endpoint) => Ok(Outbound {
+            (_, endpoint) => Ok(Outbound {
                 path: self.openai_path(endpoint, model)?,
                 body: renamed_body()?,
                 wire: Wire::OpenAi,

@@ -6,10 +6,15 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-/// The requests the mock received: method, path, headers, body.
+/// The POST requests the mock received (health probes left out): method,
+/// path, headers, body.
 async fn engine_log(engine: &Process) -> Vec<Value> {
     let value = get_json(&format!("{}/mock/log", engine.url)).await;
-    value["entries"].as_array().cloned().unwrap_or_default()
+    let entries = value["entries"].as_array().cloned().unwrap_or_default();
+    entries
+        .into_iter()
+        .filter(|e| e["method"] == "POST")
+        .collect()
 }
 
 fn base(extra_backend: &str, engine: &Process) -> String {
@@ -263,4 +268,31 @@ async fn messages_api_passes_natively_to_anthropic_backends() {
         stats["users"]["carol"]["completion_tokens"],
         answer["usage"]["output_tokens"]
     );
+
+    let counted: Value = post(
+        &format!("{}/v1/messages/count_tokens", gw.url),
+        json!({
+            "model": "claude-x", "messages": [{"role": "user", "content": "three words here"}]
+        }),
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    assert_eq!(counted["input_tokens"], 3, "{counted}");
+}
+
+#[tokio::test]
+async fn count_tokens_needs_a_messages_speaking_backend() {
+    let engine = mock(&[]);
+    let gw = gateway_for(&engine, "");
+    let refused = post(
+        &format!("{}/v1/messages/count_tokens", gw.url),
+        json!({"model": "m1", "messages": []}),
+    )
+    .await;
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
 }
