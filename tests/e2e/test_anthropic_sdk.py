@@ -79,6 +79,50 @@ def test_messages_stream_translated_to_an_openai_engine(messages_on_mock: anthro
     assert final.usage.output_tokens == 3
 
 
+def test_messages_tools_translated_to_an_openai_engine(messages_on_mock: anthropic.Anthropic, mock_engine) -> None:
+    message = messages_on_mock.messages.create(
+        model="tiny",
+        max_tokens=50,
+        tools=[WEATHER_TOOL_ANTHROPIC],
+        messages=[{"role": "user", "content": "what is the weather in Paris?"}],
+    )
+    assert message.stop_reason == "tool_use"
+    block = next(b for b in message.content if b.type == "tool_use")
+    assert block.name == "get_weather"
+    assert block.input == {"city": "Paris"}
+
+    # The tool result goes back as an OpenAI `tool` message.
+    follow_up = messages_on_mock.messages.create(
+        model="tiny",
+        max_tokens=3,
+        tools=[WEATHER_TOOL_ANTHROPIC],
+        messages=[
+            {"role": "user", "content": "what is the weather in Paris?"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": block.id, "content": "sunny, 21 C"}]},
+        ],
+    )
+    assert follow_up.stop_reason == "max_tokens"
+    sent = mock_engine.requests_containing("sunny, 21 C")[-1]
+    tool_message = next(m for m in sent["messages"] if m["role"] == "tool")
+    assert tool_message["tool_call_id"] == block.id
+    assert sent["messages"][1]["tool_calls"][0]["function"]["name"] == "get_weather"
+
+
+def test_messages_streamed_tools_translated_to_an_openai_engine(messages_on_mock: anthropic.Anthropic) -> None:
+    with messages_on_mock.messages.stream(
+        model="tiny",
+        max_tokens=50,
+        tools=[WEATHER_TOOL_ANTHROPIC],
+        messages=[{"role": "user", "content": "weather in Paris please"}],
+    ) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "tool_use"
+    block = next(b for b in final.content if b.type == "tool_use")
+    assert block.name == "get_weather"
+    assert block.input == {"city": "Paris"}
+
+
 def test_messages_errors_are_anthropic_shaped(messages_on_mock: anthropic.Anthropic) -> None:
     with pytest.raises(anthropic.NotFoundError) as raised:
         messages_on_mock.messages.create(model="no-such-model", max_tokens=5, messages=[{"role": "user", "content": "x"}])

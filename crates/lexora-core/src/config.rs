@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use url::Url;
 
+mod lua;
 pub mod raw;
 pub mod secret;
 pub mod source;

@@ -172,12 +172,11 @@ impl Layers {
     }
 }
 
+/// A file's contents as a tree: `.lua` files are run (see [`super::lua`]),
+/// anything else is read as YAML.
 fn parse_file(path: &Path, text: &str) -> Result<Value, String> {
     match path.extension().and_then(|e| e.to_str()) {
-        Some("lua") => Err(
-            "Lua configuration files are not supported by this build yet; use YAML (.yaml/.yml)"
-                .into(),
-        ),
+        Some(ext) if ext.eq_ignore_ascii_case("lua") => super::lua::parse(path, text),
         _ => serde_yaml_ng::from_str::<Value>(text).map_err(|e| format!("invalid YAML: {e}")),
     }
 }

@@ -59,6 +59,14 @@ pub(super) async fn generate(
             finish = "length";
         }
     }
+    let tool = matches!(kind, Kind::Chat)
+        .then(|| tool_call(&request))
+        .flatten();
+    if tool.is_some() {
+        // The mock's tool call counts as two completion tokens.
+        chunks = 2;
+        finish = "tool_calls";
+    }
     let prompt = reply::prompt_tokens(&request);
     let n = state.requests.load(Ordering::Relaxed);
     let created = now_unix();
@@ -79,6 +87,7 @@ pub(super) async fn generate(
             .unwrap_or(false),
         pace: directives.pace(&state),
         reset_after: directives.reset_after,
+        tool,
     };
     if request
         .get("stream")
@@ -95,14 +104,23 @@ pub(super) async fn generate(
     }
     guard.complete();
     let text = reply::text(chunks);
-    let choice = match kind {
-        Kind::Chat => json!({
+    let choice = match (kind, &plan.tool) {
+        (Kind::Chat, Some(name)) => json!({
+            "index": 0,
+            "message": {"role": "assistant", "content": null, "tool_calls": [{
+                "id": stream::TOOL_CALL_ID, "type": "function",
+                "function": {"name": name, "arguments": stream::TOOL_ARGUMENTS.concat()},
+            }]},
+            "logprobs": null,
+            "finish_reason": finish,
+        }),
+        (Kind::Chat, None) => json!({
             "index": 0,
             "message": {"role": "assistant", "content": text},
             "logprobs": null,
             "finish_reason": finish,
         }),
-        Kind::Completion => {
+        (Kind::Completion, _) => {
             json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish})
         }
     };
@@ -115,6 +133,31 @@ pub(super) async fn generate(
         "usage": reply::usage(prompt, chunks),
     }))
     .into_response()
+}
+
+/// The tool to call: the first offered function, when the conversation
+/// ends with a user message asking about the weather (after a tool result
+/// the mock answers in text, as a model would).
+fn tool_call(request: &Value) -> Option<String> {
+    let name = request.pointer("/tools/0/function/name")?.as_str()?;
+    let last_user = request
+        .get("messages")?
+        .as_array()?
+        .last()
+        .filter(|m| m.get("role").and_then(Value::as_str) == Some("user"))?;
+    let text = match last_user.get("content")? {
+        Value::String(text) => text.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    };
+    let asks = text
+        .split(|c: char| !c.is_alphanumeric())
+        .any(|word| word.eq_ignore_ascii_case("weather"));
+    asks.then(|| name.to_owned())
 }
 
 /// An embeddings answer: one deterministic unit vector per input.

@@ -34,7 +34,13 @@ pub(super) struct Plan {
     pub include_usage: bool,
     pub pace: Duration,
     pub reset_after: Option<u32>,
+    /// Call this tool instead of writing text (see [`super::openai`]).
+    pub tool: Option<String>,
 }
+
+/// The arguments of the mock's tool call, streamed in two fragments.
+pub(super) const TOOL_ARGUMENTS: [&str; 2] = ["{\"city\": ", "\"Paris\"}"];
+pub(super) const TOOL_CALL_ID: &str = "call_mock_1";
 
 /// Counts a generation as cancelled unless it ran to the end.
 pub(super) struct Guard {
@@ -90,6 +96,8 @@ pub(super) trait Script: Send + 'static {
 pub(super) enum Step {
     Role,
     Token(u32),
+    /// Fragment `n` of the tool call (0 names the tool).
+    Tool(usize),
     Finish,
     Usage,
     Done,
@@ -127,6 +135,13 @@ impl Script for Plan {
             Step::Role => self.chunk(json!({
                 "index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null
             })),
+            Step::Tool(n) => {
+                let call = match (n, &self.tool) {
+                    (0, Some(name)) => json!({"index": 0, "id": TOOL_CALL_ID, "type": "function", "function": {"name": name, "arguments": ""}}),
+                    (n, _) => json!({"index": 0, "function": {"arguments": TOOL_ARGUMENTS.get(n - 1).copied().unwrap_or_default()}}),
+                };
+                self.chunk(json!({"index": 0, "delta": {"tool_calls": [call]}, "logprobs": null, "finish_reason": null}))
+            }
             Step::Token(i) if self.chat => self.chunk(json!({
                 "index": 0, "delta": {"content": reply::token(*i)}, "logprobs": null, "finish_reason": null
             })),
@@ -155,6 +170,9 @@ impl Script for Plan {
 
     fn next(&self, step: &Step) -> Step {
         match step {
+            Step::Role if self.tool.is_some() => Step::Tool(0),
+            Step::Tool(n) if *n < TOOL_ARGUMENTS.len() => Step::Tool(n + 1),
+            Step::Tool(_) => Step::Finish,
             Step::Role if self.chat && self.chunks > 0 => Step::Token(0),
             Step::Role if self.chat => Step::Finish,
             Step::Role => Step::End,

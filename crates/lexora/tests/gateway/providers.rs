@@ -296,3 +296,30 @@ async fn count_tokens_needs_a_messages_speaking_backend() {
     assert_eq!(body["type"], "error", "{body}");
     assert_eq!(body["error"]["type"], "invalid_request_error");
 }
+
+#[tokio::test]
+async fn ollama_uses_its_openai_endpoint_and_streams_usage() {
+    let engine = mock(&["--model", "llama3", "--chunks", "2"]);
+    let gw = gateway(&base(
+        "    type: ollama\n    models: [{name: llama3}]\n",
+        &engine,
+    ));
+    let text = post(
+        &format!("{}/v1/chat/completions", gw.url),
+        json!({"model": "llama3", "messages": [], "stream": true}),
+    )
+    .await
+    .text()
+    .await
+    .expect("text");
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let entry = engine_log(&engine).await.pop().expect("logged");
+    assert_eq!(entry["path"], "/v1/chat/completions");
+    assert!(
+        entry["headers"].get("authorization").is_none(),
+        "Ollama needs no key: {entry}"
+    );
+    assert_eq!(entry["body"]["stream_options"]["include_usage"], true);
+    let stats = get_json(&format!("{}/stats", gw.url)).await;
+    assert_eq!(stats["total_completion_tokens"], 2, "{stats}");
+}
