@@ -71,9 +71,10 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Value, String> {
 fn parse_with(path: &Path, text: &str, limits: Limits) -> Result<Value, String> {
     // Lua's messages name the chunk; the file name alone keeps them short
     // since the error already starts with the full path.
-    let name = path
-        .file_name()
-        .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let text = text.to_owned();
     let (tx, rx) = mpsc::sync_channel(1);
     std::thread::Builder::new()

@@ -28,7 +28,7 @@ use crate::config::RawConfig;
 /// Tables nested deeper than this are refused (the config needs about 5).
 pub const MAX_DEPTH: usize = 64;
 /// Values in the whole tree at most.
-pub const MAX_VALUES: usize = 1_000_000;
+pub const MAX_VALUES: usize = 100_000;
 
 /// One step of a key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,10 +74,7 @@ pub(super) fn snapshot_globals(lua: &Lua) -> mlua::Result<HashMap<String, LuaVal
 }
 
 /// The script's globals as a JSON object.
-pub(super) fn globals(
-    lua: &Lua,
-    before: &HashMap<String, LuaValue>,
-) -> Result<Converted, String> {
+pub(super) fn globals(lua: &Lua, before: &HashMap<String, LuaValue>) -> Result<Converted, String> {
     let mut converter = Converter::default();
     let mut sections = Map::new();
     let mut defined = Vec::new();
@@ -145,10 +142,7 @@ impl Converter {
                 .map(|s| Value::String(s.to_owned()))
                 .map_err(|_| self.fail("the string is not valid UTF-8")),
             LuaValue::Table(table) => self.table(table),
-            other => Err(self.fail(format!(
-                "a {} cannot be a config value",
-                other.type_name()
-            ))),
+            other => Err(self.fail(format!("a {} cannot be a config value", other.type_name()))),
         }
     }
 
@@ -166,14 +160,17 @@ impl Converter {
             let (key, value) = pair.map_err(|e| self.fail(e))?;
             match key {
                 LuaValue::String(key) => {
-                    let key = key.to_str().map(|k| k.to_owned()).map_err(|_| {
-                        self.fail("a key is not valid UTF-8")
-                    })?;
+                    let key = key
+                        .to_str()
+                        .map(|k| k.to_owned())
+                        .map_err(|_| self.fail("a key is not valid UTF-8"))?;
                     named.push((key, value));
                 }
                 LuaValue::Integer(i) => indexed.push((i, value)),
                 other => {
-                    let shown = other.to_string().unwrap_or_else(|_| other.type_name().into());
+                    let shown = other
+                        .to_string()
+                        .unwrap_or_else(|_| other.type_name().into());
                     return Err(self.fail(format!(
                         "`[{shown}]` is not a valid key (use names, or list positions 1, 2, 3, ...)"
                     )));
