@@ -16,5 +16,7 @@ mod policies;
 mod providers;
 #[path = "gateway/proxy.rs"]
 mod proxy;
+#[path = "gateway/resilience.rs"]
+mod resilience;
 #[path = "gateway/streaming.rs"]
 mod streaming;
