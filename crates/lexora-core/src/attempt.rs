@@ -146,19 +146,31 @@ pub async fn run(
         }
         record.set_backend(backend.name());
         let candidate_model = candidates[index].1.as_deref();
+        let probe = ProbeGuard::new(&backend.policy.breaker, admission == Admission::Probe);
         match attempt(backend, candidate_model, &plan, record).await {
             Ok(answer) => {
+                probe.settle();
                 backend.policy.breaker.record_success();
                 return Ok(answer);
             }
             Err(error) => {
                 if counts_as_failure(&error) {
+                    probe.settle();
                     backend.policy.breaker.record_failure(Instant::now());
-                } else if admission == Admission::Probe {
+                } else if matches!(error, GatewayError::UpstreamStatus { .. }) {
+                    // The backend answered (a 4xx): it is alive.
+                    probe.settle();
                     backend.policy.breaker.record_success();
                 }
+                // Otherwise the request never reached the backend (queue,
+                // bad request): a probe is abandoned by the guard's drop.
                 if !error.retryable() {
-                    return Err(error);
+                    // A later try that times out in the queue must not hide
+                    // why the earlier ones failed.
+                    return Err(match (error, last_error) {
+                        (GatewayError::QueueTimeout { .. }, Some(earlier)) => earlier,
+                        (error, _) => error,
+                    });
                 }
                 if let GatewayError::UpstreamStatus { retry_after, .. } = &error {
                     wait_hint = retry::retry_after(retry_after.as_ref());
@@ -174,6 +186,37 @@ pub async fn run(
             retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
         },
     })
+}
+
+/// Makes sure a half-open breaker's probe reports back: if the attempt
+/// ends without reaching the backend (cancelled by a client that left,
+/// stopped by the queue), the probe is abandoned so the next request probes
+/// instead of the breaker staying half-open forever.
+struct ProbeGuard<'a> {
+    breaker: &'a Breaker,
+    armed: bool,
+}
+
+impl<'a> ProbeGuard<'a> {
+    fn new(breaker: &'a Breaker, probe: bool) -> Self {
+        Self {
+            breaker,
+            armed: probe,
+        }
+    }
+
+    /// The outcome was reported to the breaker.
+    fn settle(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.breaker.abandon_probe(Instant::now());
+        }
+    }
 }
 
 /// The first candidate from `cursor` on whose breaker does not refuse, or
@@ -275,5 +318,6 @@ async fn attempt(
         answer.first = Some(first);
     }
     record.hold(permit);
+    record.answered();
     Ok(answer)
 }

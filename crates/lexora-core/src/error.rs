@@ -96,6 +96,13 @@ pub enum GatewayError {
     /// A reload was refused because the new configuration is invalid.
     #[error("{message}")]
     InvalidConfig { message: String },
+    /// The provider refused Lexora's own credentials: a gateway
+    /// misconfiguration, not the client's fault. The provider's body is not
+    /// passed on (some echo part of the key).
+    #[error(
+        "backend `{backend}` refused the gateway's credentials (HTTP {status}); check its api_key"
+    )]
+    UpstreamAuth { backend: String, status: u16 },
     /// No backend is able to take the request right now.
     #[error("{message}")]
     Unavailable { message: String },
@@ -122,7 +129,7 @@ pub struct ErrorDetail<'a> {
 
 impl GatewayError {
     /// Where the fault came from.
-    pub fn source(&self) -> ErrorSource {
+    pub fn origin(&self) -> ErrorSource {
         match self {
             Self::InvalidJson { .. }
             | Self::InvalidRequest { .. }
@@ -140,6 +147,7 @@ impl GatewayError {
             | Self::UpstreamReset { .. }
             | Self::UpstreamTimeout { .. }
             | Self::UpstreamStatus { .. }
+            | Self::UpstreamAuth { .. }
             | Self::Unavailable { .. } => ErrorSource::Upstream,
             Self::Internal { .. } => ErrorSource::Internal,
         }
@@ -169,7 +177,9 @@ impl GatewayError {
             Self::BreakerOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::InvalidConfig { .. } => StatusCode::BAD_REQUEST,
             Self::ModelNotFound { .. } | Self::UnknownEndpoint { .. } => StatusCode::NOT_FOUND,
-            Self::UpstreamConnect { .. } | Self::UpstreamReset { .. } => StatusCode::BAD_GATEWAY,
+            Self::UpstreamConnect { .. }
+            | Self::UpstreamReset { .. }
+            | Self::UpstreamAuth { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::UpstreamStatus { status, .. } => *status,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -196,6 +206,7 @@ impl GatewayError {
             Self::UpstreamReset { .. } => ("upstream_error", Some("upstream_reset")),
             Self::UpstreamTimeout { .. } => ("timeout_error", Some("upstream_timeout")),
             Self::UpstreamStatus { .. } => ("upstream_error", None),
+            Self::UpstreamAuth { .. } => ("upstream_error", Some("upstream_auth_failed")),
             Self::Unavailable { .. } => ("service_unavailable", Some("no_backend_available")),
             Self::Internal { .. } => ("internal_error", None),
         }
@@ -238,6 +249,7 @@ impl GatewayError {
             Self::UpstreamReset { .. } => "upstream_reset",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::UpstreamStatus { .. } => "upstream_status",
+            Self::UpstreamAuth { .. } => "upstream_auth",
             Self::Unavailable { .. } => "unavailable",
             Self::Internal { .. } => "internal",
         }

@@ -36,7 +36,7 @@ use crate::route::Routes;
 use crate::upstream::Wire;
 
 /// Reads the configuration again (file, environment, flags) for a reload.
-pub type ConfigLoader = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
+pub type ConfigLoader = Arc<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
 
 /// Everything derived from one version of the configuration.
 pub struct Runtime {
@@ -115,9 +115,17 @@ impl Gateway {
     /// the configuration they started with.
     pub async fn reload(&self) -> Result<(), GatewayError> {
         let _one_at_a_time = self.reloading.lock().await;
-        let config = (self.loader)().map_err(|e| GatewayError::InvalidConfig {
-            message: format!("configuration not reloaded: {e}"),
-        })?;
+        // Reading files and running a Lua script block: keep them off the
+        // threads that serve requests.
+        let loader = Arc::clone(&self.loader);
+        let config = tokio::task::spawn_blocking(move || loader())
+            .await
+            .map_err(|e| GatewayError::Internal {
+                message: format!("the config loader failed: {e}"),
+            })?
+            .map_err(|e| GatewayError::InvalidConfig {
+                message: format!("configuration not reloaded: {e}"),
+            })?;
         let old = self.runtime();
         if config.server.host != old.config.server.host
             || config.server.port != old.config.server.port
@@ -222,7 +230,10 @@ impl Gateway {
         let spec = limit_spec(&config.policies, user, key.as_deref());
         // Counting tokens generates nothing; it is not charged.
         if !spec.is_unlimited() && endpoint != Endpoint::CountTokens {
-            let estimate = limit::estimate_tokens(&parsed.body, parsed.max_tokens);
+            // A huge max_tokens must not put the user in debt for years: no
+            // estimate exceeds what the bucket can hold.
+            let estimate = limit::estimate_tokens(&parsed.body, parsed.max_tokens)
+                .min(spec.tokens_per_minute.unwrap_or(u64::MAX));
             match self.limiter.reserve(user, &spec, estimate, Instant::now()) {
                 Ok(reservation) => {
                     extras.rate = Some(reservation.info().clone());
@@ -318,13 +329,29 @@ fn build_runtime(
 ) -> Result<Runtime, GatewayError> {
     let mut policies = policies.lock().unwrap_or_else(|e| e.into_inner());
     let settings = &config.policies;
+    // Build every backend first and touch the live policies only once all
+    // succeeded: a refused reload must change nothing.
+    let mut chosen = Vec::with_capacity(config.backends.len());
     let routes = Routes::new(&config.backends, |backend| {
-        let policy = policies.entry(backend.name.clone()).or_insert_with(|| {
+        let policy = policies.get(&backend.name).cloned().unwrap_or_else(|| {
             BackendPolicy::new(backend.max_concurrency, &settings.queue, &settings.breaker)
         });
-        policy.reconfigure(backend.max_concurrency, &settings.queue, &settings.breaker);
-        Arc::clone(policy)
+        chosen.push((
+            backend.name.clone(),
+            backend.max_concurrency,
+            Arc::clone(&policy),
+        ));
+        policy
+    })
+    .map_err(|e| GatewayError::InvalidConfig {
+        message: format!("configuration not applied: {e}"),
     })?;
+    for (name, max_concurrency, policy) in chosen {
+        policy.reconfigure(max_concurrency, &settings.queue, &settings.breaker);
+        policies.insert(name, policy);
+    }
+    // Backends that are gone take their queue and breaker with them.
+    policies.retain(|name, _| config.backends.iter().any(|b| &b.name == name));
     if let Some(previous) = previous {
         for backend in routes.backends() {
             let same =

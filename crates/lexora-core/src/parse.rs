@@ -173,6 +173,8 @@ struct StreamOptions {
 
 const EXTENSION_FIELDS: [&str; 3] = ["x_priority", "x_user_id", "x_timeout"];
 const MAX_USER_ID_LEN: usize = 256;
+/// A day: longer than any generation, short enough for deadline arithmetic.
+const MAX_TIMEOUT_SECONDS: f64 = 86_400.0;
 
 /// Reads a request body and the extension headers.
 pub fn parse(
@@ -329,10 +331,12 @@ fn extensions(peek: &Peek<'_>, headers: &HeaderMap) -> Result<Extensions, Gatewa
         None => None,
         Some(s) => Some(
             Some(s)
-                .filter(|s| s.is_finite() && *s > 0.0)
+                .filter(|s| s.is_finite() && *s > 0.0 && *s <= MAX_TIMEOUT_SECONDS)
                 .and_then(|s| Duration::try_from_secs_f64(s).ok())
                 .ok_or(GatewayError::InvalidRequest {
-                    message: format!("`x_timeout` must be a positive number of seconds, got {s}"),
+                    message: format!(
+                        "`x_timeout` must be a positive number of seconds up to {MAX_TIMEOUT_SECONDS}, got {s}"
+                    ),
                     param: Some("x_timeout"),
                 })?,
         ),

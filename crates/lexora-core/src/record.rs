@@ -73,6 +73,7 @@ impl Recorder {
             priority: None,
             permit: None,
             reservation: None,
+            answered: false,
         }
     }
 }
@@ -98,6 +99,9 @@ pub struct RequestRecord {
     permit: Option<Permit>,
     /// The rate-limit hold, settled to the real usage when the request is over.
     reservation: Option<Reservation>,
+    /// An engine accepted the request (answered 2xx): tokens may have been
+    /// spent even if no usage is reported.
+    answered: bool,
 }
 
 impl RequestRecord {
@@ -119,6 +123,11 @@ impl RequestRecord {
     /// Keeps the rate-limit reservation to settle at the end.
     pub fn hold_reservation(&mut self, reservation: Reservation) {
         self.reservation = Some(reservation);
+    }
+
+    /// An engine accepted the request and is answering.
+    pub fn answered(&mut self) {
+        self.answered = true;
     }
 
     /// Counts a retry (another attempt after a failure).
@@ -179,15 +188,16 @@ impl Drop for RequestRecord {
         self.permit = None;
         if let Some(reservation) = self.reservation.take() {
             let now = Instant::now();
-            match (self.usage, &self.backend) {
+            match (self.usage, self.answered) {
                 (Some(usage), _) => reservation.settle(
                     usage.prompt_tokens.saturating_add(usage.completion_tokens),
                     now,
                 ),
-                // Never reached an engine: nothing was consumed.
-                (None, None) => reservation.cancel(now),
-                // Reached an engine that reported nothing: keep the estimate.
-                (None, Some(_)) => drop(reservation),
+                // No engine accepted it (refused, failed, never sent):
+                // nothing was generated, so nothing is charged.
+                (None, false) => reservation.cancel(now),
+                // An engine answered but reported no usage: keep the estimate.
+                (None, true) => drop(reservation),
             }
         }
         let model = if self.model.is_empty() {

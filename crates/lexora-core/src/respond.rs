@@ -26,6 +26,10 @@ pub mod sse;
 #[cfg(test)]
 mod tests;
 
+/// Largest complete answer read from an engine (embeddings of long batches
+/// are the big ones); a misbehaving upstream must not exhaust memory.
+const MAX_ANSWER_BODY: usize = 64 * 1024 * 1024;
+
 /// Largest error body read from an engine; more is not a message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
@@ -162,7 +166,7 @@ pub async fn complete(
     translation: Option<&Translation>,
 ) -> Result<Response, GatewayError> {
     let (parts, body) = upstream.into_parts();
-    let mut bytes = read_body(body, usize::MAX, backend, deadline, timeout).await?;
+    let mut bytes = read_body(body, MAX_ANSWER_BODY, backend, deadline, timeout).await?;
     record.first_byte();
     if let Some(translation) = translation {
         bytes = translation
@@ -200,6 +204,17 @@ pub async fn upstream_error(
     timeout: Duration,
 ) -> GatewayError {
     let (parts, body) = upstream.into_parts();
+    if matches!(parts.status.as_u16(), 401 | 403) {
+        tracing::warn!(
+            backend,
+            status = parts.status.as_u16(),
+            "backend refused the gateway's credentials"
+        );
+        return GatewayError::UpstreamAuth {
+            backend: backend.to_owned(),
+            status: parts.status.as_u16(),
+        };
+    }
     let bytes = match read_body(body, MAX_ERROR_BODY, backend, deadline, timeout).await {
         Ok(bytes) => bytes,
         Err(error) => return error,

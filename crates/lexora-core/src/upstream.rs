@@ -202,12 +202,16 @@ impl Backend {
         let reason = root_cause(error);
         let timed_out = chain_has_io_kind(error, std::io::ErrorKind::TimedOut);
         if error.is_connect() {
-            if timed_out {
-                return GatewayError::UpstreamTimeout {
-                    backend,
-                    after: self.config.connect_timeout,
-                };
-            }
+            // Nothing was sent, so a connect timeout is as safe to retry
+            // elsewhere as a refused connection.
+            let reason = if timed_out {
+                format!(
+                    "connecting timed out after {}s",
+                    self.config.connect_timeout.as_secs_f64()
+                )
+            } else {
+                reason
+            };
             return GatewayError::UpstreamConnect { backend, reason };
         }
         GatewayError::UpstreamReset { backend, reason }

@@ -183,14 +183,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => tracing::info!("no config file; using defaults and LEXORA_* variables"),
     }
     for backend in &config.backends {
-        let target = backend
-            .url
-            .as_ref()
-            .map_or_else(|| "in-process".to_owned(), |u| u.to_string());
+        let target = backend.url.as_ref().map_or_else(
+            || "in-process".to_owned(),
+            |u| {
+                // Never log credentials embedded in a URL.
+                let mut u = u.clone();
+                let _ = u.set_password(None);
+                u.to_string()
+            },
+        );
         tracing::info!(backend = %backend.name, target = %target, models = ?backend.models, "backend configured");
     }
     let reload_args = args.clone();
-    let loader: ConfigLoader = Box::new(move || {
+    let loader: ConfigLoader = Arc::new(move || {
         let file = config::resolve_path(reload_args.config.as_deref());
         let mut layers = Layers::from_file(file.as_deref())?;
         layers.apply_env(std::env::vars(), &config::defaults_tree())?;

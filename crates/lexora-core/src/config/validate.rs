@@ -12,6 +12,10 @@ use super::{
 };
 use crate::parse::Priority;
 
+/// The largest number of seconds (or rate) a setting may hold: a year.
+/// Anything larger is a typo, and would overflow `Instant` arithmetic.
+const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
 /// Builds errors that name the key and the layer that set it.
 struct Checker<'a> {
     layers: &'a Layers,
@@ -28,6 +32,12 @@ impl Checker<'_> {
 
     /// A strictly positive, finite number of seconds.
     fn seconds(&self, key: &str, value: f64) -> Result<Duration, ConfigError> {
+        if value > MAX_SECONDS {
+            return Err(self.fail(
+                key,
+                format!("must be at most {MAX_SECONDS} seconds (a year), got {value}"),
+            ));
+        }
         if !value.is_finite() || value <= 0.0 {
             return Err(self.fail(
                 key,
@@ -37,7 +47,12 @@ impl Checker<'_> {
         Duration::try_from_secs_f64(value).map_err(|e| self.fail(key, e.to_string()))
     }
 
+    /// Zero or more, and small enough to be a duration or a rate without
+    /// overflowing anything downstream.
     fn non_negative(&self, key: &str, value: f64) -> Result<f64, ConfigError> {
+        if value > MAX_SECONDS {
+            return Err(self.fail(key, format!("must be at most {MAX_SECONDS}, got {value}")));
+        }
         if !value.is_finite() || value < 0.0 {
             return Err(self.fail(
                 key,

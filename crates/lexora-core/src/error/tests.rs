@@ -78,6 +78,62 @@ fn every_gateway_error_is_openai_shaped() {
                 message: "bug".into(),
             },
         ),
+        (
+            "upstream_auth",
+            GatewayError::UpstreamAuth {
+                backend: "hosted".into(),
+                status: 401,
+            },
+        ),
+        (
+            "unauthorized",
+            GatewayError::Unauthorized {
+                message: "invalid API key".into(),
+            },
+        ),
+        (
+            "forbidden",
+            GatewayError::Forbidden {
+                message: "this API key may not use the model `m`".into(),
+                code: "model_not_allowed",
+            },
+        ),
+        (
+            "rate_limited",
+            GatewayError::RateLimited {
+                user: "alice".into(),
+                dimension: "tokens",
+                retry_after: Duration::from_millis(2500),
+                info: Box::default(),
+            },
+        ),
+        (
+            "queue_full",
+            GatewayError::QueueFull {
+                backend: "vllm".into(),
+                size: 100,
+                retry_after: Duration::from_secs(1),
+            },
+        ),
+        (
+            "queue_timeout",
+            GatewayError::QueueTimeout {
+                backend: "vllm".into(),
+                waited: Duration::from_secs(60),
+            },
+        ),
+        (
+            "circuit_open",
+            GatewayError::BreakerOpen {
+                retry_after: Duration::from_secs(42),
+            },
+        ),
+        (
+            "invalid_config",
+            GatewayError::InvalidConfig {
+                message: "configuration not reloaded: ...".into(),
+            },
+        ),
     ];
     for (name, error) in cases {
         insta::assert_snapshot!(name, rendered(error));

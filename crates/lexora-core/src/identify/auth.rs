@@ -15,13 +15,24 @@ use crate::error::GatewayError;
 use crate::parse::Priority;
 
 /// The configured keys, looked up by value.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Keys {
     by_key: HashMap<String, Arc<ApiKey>>,
     admin: Option<Secret>,
 }
 
+impl std::fmt::Debug for Keys {
+    // The map's keys are the secrets themselves: show only how many.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys")
+            .field("keys", &self.by_key.len())
+            .field("admin", &self.admin.is_some())
+            .finish()
+    }
+}
+
 impl Keys {
+    /// Indexes the configured keys.
     pub fn new(config: &AuthConfig) -> Self {
         Self {
             by_key: config
@@ -195,6 +206,11 @@ mod tests {
             .expect_err("wrong");
         assert_eq!(wrong.status(), 401);
         assert!(!String::from_utf8_lossy(&wrong.body()).contains("sk-guess"));
+    }
+
+    #[test]
+    fn debug_output_shows_no_key() {
+        assert!(!format!("{:?}", keys()).contains("sk-test"));
     }
 
     #[test]

@@ -185,3 +185,19 @@ fn wrong_types_are_invalid_requests_naming_the_field() {
         "{err:?}"
     );
 }
+
+#[test]
+fn absurd_timeouts_are_refused_not_overflowed() {
+    let err = parse_json(r#"{"model":"m","x_timeout":1e19}"#, None).expect_err("too long");
+    assert!(
+        matches!(
+            err,
+            GatewayError::InvalidRequest {
+                param: Some("x_timeout"),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(parse_json(r#"{"model":"m","x_timeout":86400}"#, None).is_ok());
+}

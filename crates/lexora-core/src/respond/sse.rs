@@ -25,6 +25,10 @@ use crate::upstream::Wire;
 #[cfg(test)]
 mod tests;
 
+/// The largest single SSE event relayed. Real events are a few hundred
+/// bytes; an upstream that never ends one must not grow memory forever.
+const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
+
 /// The body of a relayed stream.
 pub struct SseRelay {
     upstream: Body,
@@ -40,6 +44,8 @@ pub struct SseRelay {
     transform: Option<Box<dyn StreamTransform>>,
     /// The API the client speaks (shapes the error event).
     client_wire: Wire,
+    /// How much of `pending` has been searched for an event boundary.
+    scanned: usize,
     done: bool,
 }
 
@@ -117,6 +123,7 @@ impl SseRelay {
             done: false,
             transform: None,
             client_wire: Wire::OpenAi,
+            scanned: 0,
         }
     }
 
@@ -150,7 +157,14 @@ impl SseRelay {
     /// Takes every complete event out of `pending`, reading usage chunks on
     /// the way; `None` when no event is complete yet.
     fn complete_events(&mut self) -> Option<Bytes> {
-        let end = last_event_end(&self.pending)?;
+        // Only bytes not looked at before (and the 3 before them, which may
+        // start a boundary) are scanned: a huge event arriving in many frames
+        // costs linear, not quadratic, time.
+        let from = self.scanned.min(self.pending.len()).saturating_sub(3);
+        let found = last_event_end(&self.pending[from..]).map(|end| from + end);
+        self.scanned = self.pending.len();
+        let end = found?;
+        self.scanned = self.pending.len() - end;
         let events = self.pending.split_to(end).freeze();
         if self.transform.is_some() {
             return Some(self.transform_events(&events)).filter(|out| !out.is_empty());
@@ -261,6 +275,19 @@ impl HttpBody for SseRelay {
                     let Ok(data) = frame.into_data() else {
                         continue;
                     };
+                    if this.pending.len() + data.len() > MAX_EVENT_BYTES {
+                        tracing::warn!(
+                            limit = MAX_EVENT_BYTES,
+                            "upstream SSE event too large; ending the stream"
+                        );
+                        let event = this.fail(
+                            "the backend sent an event larger than the gateway accepts",
+                            "upstream_error",
+                            "event_too_large",
+                        );
+                        this.last = Some(event);
+                        continue;
+                    }
                     this.pending.extend_from_slice(&data);
                     if let Some(events) = this.complete_events() {
                         return this.emit(events);

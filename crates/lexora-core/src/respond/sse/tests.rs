@@ -184,3 +184,41 @@ async fn the_first_chunk_read_ahead_is_sent_first() {
         .unwrap_or_default();
     assert_eq!(bytes, [ROLE, TOKEN, DONE].concat().as_bytes());
 }
+
+#[tokio::test]
+async fn an_event_that_never_ends_is_cut_off() {
+    let recorder = Arc::new(Recorder::default());
+    let record = recorder.start(
+        Endpoint::ChatCompletions,
+        http::HeaderValue::from_static("t"),
+    );
+    let chunk = Bytes::from(vec![b'x'; 1024 * 1024]);
+    let frames =
+        futures_util::stream::iter((0..20).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let relay = SseRelay::new(
+        Body::from_stream(frames),
+        Bytes::new(),
+        record,
+        false,
+        deadline,
+    );
+    let bytes = relay
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let text = String::from_utf8(bytes.to_vec()).expect("utf8");
+    assert!(text.contains("event_too_large"), "{text}");
+    assert!(text.len() < 1024, "nothing of the oversized event was sent");
+}
+
+#[tokio::test]
+async fn boundaries_split_across_frames_are_found() {
+    let (seen, _) = relay(
+        vec!["data: {\"a\":1}\n", "\n", "data: {\"b\":2}\r\n\r", "\n"],
+        false,
+    )
+    .await;
+    assert_eq!(seen, ["data: {\"a\":1}\n\n", "data: {\"b\":2}\r\n\r\n"]);
+}
