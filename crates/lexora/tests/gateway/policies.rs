@@ -124,17 +124,25 @@ async fn requests_per_minute_admit_exactly_the_allowance_under_concurrency() {
         "rate_limits:\n  default:\n    requests_per_minute: 60\n",
     );
     let url = chat_url(&gw);
-    let requests = (0..200).map(|_| {
-        post(
-            &url,
-            json!({"model": "m1", "messages": [], "x_user_id": "burst"}),
-        )
-    });
-    let responses = join_all(requests).await;
+    let started = Instant::now();
+    let responses = burst(
+        &url,
+        200,
+        json!({"model": "m1", "messages": [], "x_user_id": "burst"}),
+    )
+    .await;
+    // The bucket refills one request per second while the burst is on its
+    // way: a slow machine may legitimately admit a few more than 60.
+    let refilled = started.elapsed().as_secs() as usize + 1;
     let ok: Vec<_> = responses.iter().filter(|r| r.status() == 200).collect();
     let limited: Vec<_> = responses.iter().filter(|r| r.status() == 429).collect();
-    assert_eq!(ok.len(), 60, "exactly the per-minute allowance passes");
-    assert_eq!(limited.len(), 140);
+    assert!(
+        (60..=60 + refilled).contains(&ok.len()),
+        "{} passed in {:?}",
+        ok.len(),
+        started.elapsed()
+    );
+    assert_eq!(ok.len() + limited.len(), 200);
     let rejected = limited[0].headers();
     assert!(rejected["retry-after"]
         .to_str()
@@ -167,7 +175,7 @@ async fn requests_per_minute_admit_exactly_the_allowance_under_concurrency() {
     .await;
     assert_eq!(other.status(), 200);
     let stats = get_json(&format!("{}/stats", gw.url)).await;
-    assert_eq!(stats["rate_limited"], 140);
+    assert_eq!(stats["rate_limited"], limited.len() as u64);
 }
 
 #[tokio::test]
@@ -179,10 +187,32 @@ async fn seed_000_rate_limit_is_on_by_default() {
         engine.url
     ));
     let url = chat_url(&gw);
-    let responses =
-        join_all((0..25).map(|_| post(&url, json!({"model": "m1", "messages": []})))).await;
+    let started = Instant::now();
+    let responses = burst(&url, 25, json!({"model": "m1", "messages": []})).await;
+    let refilled = (started.elapsed().as_secs_f64() * 10.0).ceil() as usize;
     let ok = responses.iter().filter(|r| r.status() == 200).count();
-    assert_eq!(ok, 20, "the burst passes, the rest waits");
+    assert!(
+        (20..=20 + refilled).contains(&ok),
+        "the burst passes, the rest waits: {ok} in {:?}",
+        started.elapsed()
+    );
+    assert!(responses.iter().any(|r| r.status() == 429));
+}
+
+/// Sends `n` copies of `body` at once over one pre-warmed connection pool,
+/// so they reach the gateway as close together as the machine allows.
+async fn burst(url: &str, n: usize, body: Value) -> Vec<reqwest::Response> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(n)
+        .build()
+        .expect("client");
+    let health = url.replace("/v1/chat/completions", "/health");
+    join_all((0..n).map(|_| client.get(&health).send())).await;
+    join_all((0..n).map(|_| client.post(url).json(&body).send()))
+        .await
+        .into_iter()
+        .map(|r| r.expect("send"))
+        .collect()
 }
 
 /// Remaining tokens reported on the next response of `user`.
@@ -242,7 +272,7 @@ async fn token_limits_settle_to_real_usage_for_streams_and_answers() {
 
 #[tokio::test]
 async fn priorities_order_the_queue_and_low_still_gets_served() {
-    // One request at a time; each answer takes 300 ms.
+    // One request at a time; each answer takes 300 ms, the blocker's 3 s.
     let engine = mock(&["--chunks", "3", "--tokens-per-second", "10"]);
     let gw = gateway_for(&engine, "    max_concurrency: 1\n");
     let url = chat_url(&gw);
@@ -261,19 +291,38 @@ async fn priorities_order_the_queue_and_low_still_gets_served() {
             )
         }
     };
+    // Each request is sent only once the previous one is seen in flight or
+    // waiting, so the arrival order is certain even on a loaded machine.
+    let queued = |count: u64| {
+        let stats_url = format!("{}/stats", gw.url);
+        async move {
+            eventually(Duration::from_secs(5), || async {
+                let stats = get_json(&stats_url).await;
+                let engine = &stats["backends"]["engine"];
+                let waiting: u64 = ["high", "normal", "low"]
+                    .iter()
+                    .filter_map(|p| engine["waiting"][p].as_u64())
+                    .sum();
+                engine["in_flight"].as_u64().unwrap_or(0) + waiting == count
+            })
+            .await
+        }
+    };
     let blocker = tokio::spawn(send("blocker", "normal"));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(queued(1).await, "the blocker holds the slot");
     let mut waiting = Vec::new();
-    for (tag, priority) in [
+    for (n, (tag, priority)) in [
         ("low1", "low"),
         ("low2", "low"),
         ("high1", "high"),
         ("high2", "high"),
         ("normal1", "normal"),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         waiting.push(tokio::spawn(send(tag, priority)));
-        // Generous gaps so arrival order is certain even on a loaded machine.
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(queued(n as u64 + 2).await, "{tag} is queued");
     }
     let stats = get_json(&format!("{}/stats", gw.url)).await;
     assert_eq!(stats["backends"]["engine"]["in_flight"], 1, "{stats}");

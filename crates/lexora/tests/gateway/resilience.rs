@@ -90,7 +90,7 @@ async fn no_retry_once_the_stream_has_started() {
 async fn breaker_opens_half_opens_and_closes() {
     let engine = mock(&["--chunks", "1"]);
     let gw = gateway(&format!(
-        "rate_limit:\n  enabled: false\nretry:\n  max_retries: 0\ncircuit_breaker:\n  failure_threshold: 3\n  timeout: 0.5\nbackends:\n  engine:\n    url: {}\n    models: [{{name: m1}}]\n",
+        "rate_limit:\n  enabled: false\nretry:\n  max_retries: 0\ncircuit_breaker:\n  failure_threshold: 3\n  timeout: 1.5\nbackends:\n  engine:\n    url: {}\n    models: [{{name: m1}}]\n",
         engine.url
     ));
     let url = chat_url(&gw);
@@ -124,7 +124,7 @@ async fn breaker_opens_half_opens_and_closes() {
         "{metrics}"
     );
 
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
     assert_eq!(
         post(&url, failing.clone()).await.status(),
         500,
@@ -132,7 +132,7 @@ async fn breaker_opens_half_opens_and_closes() {
     );
     let (status, _) = error_code(post(&url, json!({"model": "m1", "messages": []})).await).await;
     assert_eq!(status, 503, "open again");
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
     assert_eq!(
         post(&url, json!({"model": "m1", "messages": []}))
             .await
@@ -271,4 +271,69 @@ async fn reload_applies_valid_files_and_refuses_invalid_ones_under_load() {
     })
     .await;
     assert!(switched, "SIGHUP reloaded the file");
+}
+
+#[tokio::test]
+async fn a_probe_abandoned_by_its_client_does_not_wedge_the_breaker() {
+    let engine = mock(&["--chunks", "1"]);
+    let gw = gateway(&format!(
+        "rate_limit:\n  enabled: false\nretry:\n  max_retries: 0\ncircuit_breaker:\n  failure_threshold: 1\n  timeout: 0.3\nbackends:\n  engine:\n    url: {}\n    models: [{{name: m1}}]\n",
+        engine.url
+    ));
+    let url = chat_url(&gw);
+    assert_eq!(
+        post(
+            &url,
+            json!({"model": "m1", "messages": [], "mock": {"status": 500}})
+        )
+        .await
+        .status(),
+        500
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The probe: a slow answer the client gives up on.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .expect("client");
+    let probe = impatient
+        .post(&url)
+        .json(&json!({"model": "m1", "messages": [], "mock": {"delay_ms": 2000}}))
+        .send()
+        .await;
+    assert!(probe.is_err());
+    let recovered = eventually(Duration::from_secs(3), || async {
+        post(&url, json!({"model": "m1", "messages": []}))
+            .await
+            .status()
+            == 200
+    })
+    .await;
+    assert!(
+        recovered,
+        "the next request probed instead of a breaker stuck half-open"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_request_with_a_huge_max_tokens_costs_nothing() {
+    let engine = mock(&["--chunks", "1"]);
+    let gw = gateway(&format!(
+        "rate_limit:\n  enabled: false\nretry:\n  max_retries: 0\nrate_limits:\n  default:\n    tokens_per_minute: 100000\nbackends:\n  engine:\n    url: {}\n    models: [{{name: m1}}]\n",
+        engine.url
+    ));
+    let url = chat_url(&gw);
+    let huge =
+        json!({"model": "m1", "messages": [], "max_tokens": u64::MAX, "mock": {"status": 400}});
+    assert_eq!(post(&url, huge).await.status(), 400);
+    let next = post(
+        &url,
+        json!({"model": "m1", "messages": [], "max_tokens": 10}),
+    )
+    .await;
+    assert_eq!(
+        next.status(),
+        200,
+        "the refused request was refunded, not left as debt"
+    );
 }
