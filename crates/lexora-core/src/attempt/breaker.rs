@@ -97,7 +97,8 @@ impl Breaker {
         }
     }
 
-    /// The backend failed (connect error, reset, timeout, 5xx, 429).
+    /// The backend failed (connect error, reset, timeout, 500/502/503/504;
+    /// a 429 is the backend protecting itself, not a failure).
     pub fn record_failure(&self, now: Instant) {
         let config = self.config();
         if !config.enabled {

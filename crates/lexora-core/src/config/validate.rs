@@ -305,6 +305,12 @@ fn validate_policies(
         if !seen.insert(k.key.expose().to_owned()) {
             return Err(check.fail(&format!("{key_path}.key"), "is listed twice"));
         }
+        if k.requests_per_minute == Some(0) || k.tokens_per_minute == Some(0) {
+            return Err(check.fail(
+                &key_path,
+                "per-key limits must be at least 1 (omit them for no limit)",
+            ));
+        }
         if k.user.trim().is_empty() {
             return Err(check.fail(&format!("{key_path}.user"), "must not be empty"));
         }
@@ -328,8 +334,8 @@ fn validate_policies(
             key: k.key,
             user: k.user,
             models: k.models,
-            requests_per_minute: k.requests_per_minute.filter(|n| *n > 0),
-            tokens_per_minute: k.tokens_per_minute.filter(|n| *n > 0),
+            requests_per_minute: k.requests_per_minute,
+            tokens_per_minute: k.tokens_per_minute,
         });
     }
     let auth = AuthConfig {

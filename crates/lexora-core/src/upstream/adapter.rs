@@ -216,8 +216,7 @@ impl Adapter {
                     param: Some("model"),
                 })?;
                 let operation = endpoint.path().trim_start_matches("/v1/");
-                let deployment =
-                    url::form_urlencoded::byte_serialize(deployment.as_bytes()).collect::<String>();
+                let deployment = percent_encode_segment(deployment);
                 Ok(format!(
                     "/openai/deployments/{deployment}/{operation}?api-version={api_version}"
                 ))
@@ -225,6 +224,19 @@ impl Adapter {
             _ => Ok(endpoint.path().to_owned()),
         }
     }
+}
+
+/// Percent-encodes one URL path segment (RFC 3986 unreserved bytes stay).
+fn percent_encode_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 fn translation(error: translate::TranslateError) -> GatewayError {
@@ -256,7 +268,7 @@ mod tests {
             .expect("prepared");
         assert_eq!(
             out.path,
-            "/openai/deployments/prod+gpt4o/chat/completions?api-version=2024-10-21"
+            "/openai/deployments/prod%20gpt4o/chat/completions?api-version=2024-10-21"
         );
         assert_eq!(out.wire, Wire::OpenAi);
         let err = azure()

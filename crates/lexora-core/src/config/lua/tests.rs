@@ -268,7 +268,7 @@ fn an_endless_loop_is_stopped_quickly() {
     let started = Instant::now();
     let (text, path) = load_err("server = {}\nwhile true do end\n");
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < Duration::from_secs(5),
         "took {:?}",
         started.elapsed()
     );
@@ -282,7 +282,7 @@ fn a_memory_bomb_is_stopped() {
     let started = Instant::now();
     let (text, path) = load_err("local s = 'x'\nwhile true do s = s .. s end\n");
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < Duration::from_secs(5),
         "took {:?}",
         started.elapsed()
     );
@@ -310,7 +310,7 @@ fn a_long_c_call_is_cut_off_by_the_time_limit() {
     let Err(text) = result else {
         panic!("the call finished within the limit; make it slower");
     };
-    assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
     assert!(text.contains("did not finish within 0.05 s"), "{text}");
 }
 
