@@ -43,6 +43,9 @@ pub enum GatewayError {
     /// The body is larger than `server.max_body_size`.
     #[error("request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The client did not finish sending its body in time.
+    #[error("the request body did not arrive within {}s", .after.as_secs())]
+    BodyTimeout { after: Duration },
     /// No backend serves the requested model.
     #[error("the model `{model}` does not exist or is not served by this gateway")]
     ModelNotFound { model: String },
@@ -134,6 +137,7 @@ impl GatewayError {
             Self::InvalidJson { .. }
             | Self::InvalidRequest { .. }
             | Self::PayloadTooLarge { .. }
+            | Self::BodyTimeout { .. }
             | Self::ModelNotFound { .. }
             | Self::UnknownEndpoint { .. }
             | Self::Unauthorized { .. }
@@ -170,6 +174,7 @@ impl GatewayError {
         match self {
             Self::InvalidJson { .. } | Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } | Self::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -193,6 +198,7 @@ impl GatewayError {
             Self::InvalidJson { .. } => ("invalid_request_error", Some("invalid_json")),
             Self::InvalidRequest { .. } => ("invalid_request_error", None),
             Self::PayloadTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
+            Self::BodyTimeout { .. } => ("invalid_request_error", Some("request_timeout")),
             Self::ModelNotFound { .. } => ("invalid_request_error", Some("model_not_found")),
             Self::UnknownEndpoint { .. } => ("invalid_request_error", Some("unknown_url")),
             Self::Unauthorized { .. } => ("authentication_error", Some("invalid_api_key")),
@@ -236,6 +242,7 @@ impl GatewayError {
             Self::InvalidJson { .. } => "invalid_json",
             Self::InvalidRequest { .. } => "invalid_request",
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::BodyTimeout { .. } => "body_timeout",
             Self::ModelNotFound { .. } => "model_not_found",
             Self::UnknownEndpoint { .. } => "unknown_endpoint",
             Self::Unauthorized { .. } => "unauthorized",

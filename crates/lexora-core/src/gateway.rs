@@ -389,6 +389,9 @@ fn limit_spec(policies: &PolicyConfig, user: &str, key: Option<&ApiKey>) -> Limi
     spec
 }
 
+/// How long a client may take to send its request body.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Reads the client's body up to `limit` bytes.
 async fn read_request(
     body: Body,
@@ -402,7 +405,15 @@ async fn read_request(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(GatewayError::PayloadTooLarge { limit });
     }
-    match Limited::new(body, limit).collect().await {
+    // A client that trickles its body (slowloris) must not hold a task and
+    // a connection forever.
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect());
+    let Ok(read) = read.await else {
+        return Err(GatewayError::BodyTimeout {
+            after: BODY_READ_TIMEOUT,
+        });
+    };
+    match read {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<LengthLimitError>() => Err(GatewayError::PayloadTooLarge { limit }),
         Err(e) => Err(GatewayError::InvalidRequest {
