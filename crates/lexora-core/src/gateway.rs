@@ -277,6 +277,9 @@ impl Gateway {
         histogram!("lexora_queue_wait_seconds", "backend" => answer.backend.name().to_owned())
             .record(answer.queue_wait.as_secs_f64());
         extras.queue_wait = Some(answer.queue_wait).filter(|w| !w.is_zero());
+        if let Some(wait) = extras.queue_wait {
+            self.recorder.stats.note_queue_wait(wait);
+        }
         let translation = respond::Translation::between(
             answer.wire,
             endpoint.wire(),

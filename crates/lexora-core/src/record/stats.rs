@@ -147,6 +147,9 @@ pub struct Stats {
     priorities: DashMap<String, Counters>,
     retries: AtomicU64,
     rate_limited: AtomicU64,
+    /// Requests that waited for a backend slot, and their total wait.
+    queued: AtomicU64,
+    queue_wait_us: AtomicU64,
 }
 
 impl Default for Stats {
@@ -161,6 +164,8 @@ impl Default for Stats {
             priorities: DashMap::new(),
             retries: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            queue_wait_us: AtomicU64::new(0),
         }
     }
 }
@@ -178,6 +183,9 @@ pub struct StatsView {
     pub errors_last_hour: u64,
     pub retries: u64,
     pub rate_limited: u64,
+    /// Requests that had to wait for a backend slot.
+    pub queued_requests: u64,
+    pub avg_queue_wait_ms: f64,
     pub models: std::collections::BTreeMap<String, CountersView>,
     pub users: std::collections::BTreeMap<String, CountersView>,
     pub priorities: std::collections::BTreeMap<String, CountersView>,
@@ -191,6 +199,13 @@ impl Stats {
     /// Counts a retry.
     pub fn note_retry(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request that waited `wait` for a backend slot.
+    pub fn note_queue_wait(&self, wait: std::time::Duration) {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
+        self.queue_wait_us.fetch_add(micros, Ordering::Relaxed);
     }
 
     /// Counts a request refused by a rate limit.
@@ -231,6 +246,11 @@ impl Stats {
             errors_last_hour: self.hour_errors.sum(now),
             retries: self.retries.load(Ordering::Relaxed),
             rate_limited: self.rate_limited.load(Ordering::Relaxed),
+            queued_requests: self.queued.load(Ordering::Relaxed),
+            avg_queue_wait_ms: match self.queued.load(Ordering::Relaxed) {
+                0 => 0.0,
+                n => self.queue_wait_us.load(Ordering::Relaxed) as f64 / n as f64 / 1000.0,
+            },
             models: collect(&self.models),
             users: collect(&self.users),
             priorities: collect(&self.priorities),

@@ -339,6 +339,15 @@ async fn priorities_order_the_queue_and_low_still_gets_served() {
         results[1..].iter().all(|(_, _, wait)| wait.is_some()),
         "queued requests report their wait"
     );
+    let stats = get_json(&format!("{}/stats", gw.url)).await;
+    assert_eq!(stats["queued_requests"], 5, "{stats}");
+    assert!(
+        stats["avg_queue_wait_ms"]
+            .as_f64()
+            .is_some_and(|ms| ms > 100.0),
+        "{stats}"
+    );
+    assert_eq!(stats["priorities"]["low"]["requests"], 2, "{stats}");
     let order: Vec<String> = engine_requests(&engine)
         .await
         .iter()

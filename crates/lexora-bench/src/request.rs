@@ -1,0 +1,200 @@
+//! One chat-completion request over a pooled keep-alive HTTP/1.1 client,
+//! timed: when the answer ended and, for streams, when the first token
+//! arrived and the gaps between server-sent events.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// The HTTP client shared by every request of a run.
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// Builds a keep-alive client with `TCP_NODELAY` and an unbounded idle pool,
+/// so connections are reused rather than re-established under load.
+pub fn client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(usize::MAX)
+        .pool_idle_timeout(None)
+        .build(connector)
+}
+
+/// Everything needed to send the same request many times cheaply.
+#[derive(Clone)]
+pub struct Template {
+    /// Target URL, e.g. `http://127.0.0.1:8001/v1/chat/completions`.
+    pub uri: Uri,
+    /// The JSON body; cloning [`Bytes`] is a reference-count increment.
+    pub body: Bytes,
+    /// Extra headers (e.g. `Authorization`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Whether the answer is an SSE stream to be timed event by event.
+    pub stream: bool,
+    /// Deadline for the whole request, body included.
+    pub timeout: Duration,
+}
+
+/// Why a request did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Failure {
+    /// The server answered with a non-2xx status.
+    Status(u16),
+    /// Connecting, sending or reading failed.
+    Io,
+    /// The request did not finish within [`Template::timeout`].
+    Timeout,
+}
+
+impl Failure {
+    /// A short stable name for reports (`status_429`, `io`, `timeout`).
+    pub fn label(&self) -> String {
+        match self {
+            Failure::Status(code) => format!("status_{code}"),
+            Failure::Io => "io".to_owned(),
+            Failure::Timeout => "timeout".to_owned(),
+        }
+    }
+}
+
+/// Timings of one successful request.
+#[derive(Debug, Default)]
+pub struct Timings {
+    /// When the last byte of the answer arrived.
+    pub done: Option<Instant>,
+    /// Streams: when the first event carrying non-empty content arrived.
+    pub first_token: Option<Instant>,
+    /// Streams: gaps between consecutive events from the first token on.
+    pub gaps: Vec<Duration>,
+}
+
+/// Sends one request built from `template` and reads the whole answer.
+pub async fn send(client: &HttpClient, template: &Template) -> Result<Timings, Failure> {
+    match tokio::time::timeout(template.timeout, exchange(client, template)).await {
+        Ok(result) => result,
+        Err(_) => Err(Failure::Timeout),
+    }
+}
+
+async fn exchange(client: &HttpClient, template: &Template) -> Result<Timings, Failure> {
+    let mut builder = Request::builder()
+        .method(Method::POST)
+        .uri(template.uri.clone())
+        .header(CONTENT_TYPE, "application/json");
+    for (name, value) in &template.headers {
+        builder = builder.header(name, value);
+    }
+    let request = builder
+        .body(Full::new(template.body.clone()))
+        .map_err(|_| Failure::Io)?;
+    let response = client.request(request).await.map_err(|_| Failure::Io)?;
+    let status = response.status();
+    let mut body = response.into_body();
+    let mut timings = Timings::default();
+    let mut events = EventClock::default();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| Failure::Io)?;
+        if template.stream {
+            if let Some(data) = frame.data_ref() {
+                events.observe(data, Instant::now(), &mut timings);
+            }
+        }
+    }
+    if !status.is_success() {
+        return Err(Failure::Status(status.as_u16()));
+    }
+    timings.done = Some(Instant::now());
+    Ok(timings)
+}
+
+/// Finds SSE event boundaries (`\n\n`) in body frames and times them.
+/// An event's bytes are only inspected within the frame that ends it, which
+/// holds for paced streams (one event per write) — good enough for timing.
+#[derive(Default)]
+struct EventClock {
+    last_event: Option<Instant>,
+    /// The previous frame ended with `\n` (a boundary may straddle frames).
+    pending_newline: bool,
+}
+
+impl EventClock {
+    fn observe(&mut self, data: &Bytes, now: Instant, timings: &mut Timings) {
+        let mut ended = 0usize;
+        let mut previous_newline = self.pending_newline;
+        for &byte in data.iter() {
+            let newline = byte == b'\n';
+            if newline && previous_newline {
+                ended += 1;
+                previous_newline = false;
+            } else {
+                previous_newline = newline;
+            }
+        }
+        self.pending_newline = previous_newline;
+        if ended == 0 {
+            return;
+        }
+        if timings.first_token.is_none() {
+            if carries_token(data) {
+                timings.first_token = Some(now);
+                self.last_event = Some(now);
+            }
+            return;
+        }
+        if let Some(last) = self.last_event {
+            timings.gaps.push(now.saturating_duration_since(last));
+            // Events that arrived coalesced in one frame had no gap.
+            timings.gaps.extend(std::iter::repeat_n(Duration::ZERO, ended - 1));
+        }
+        self.last_event = Some(now);
+    }
+}
+
+/// Whether an OpenAI chunk carries generated text (`"content":"x…"`),
+/// as opposed to the role chunk's empty content.
+fn carries_token(data: &[u8]) -> bool {
+    const NEEDLE: &[u8] = b"\"content\":\"";
+    data.windows(NEEDLE.len() + 1)
+        .any(|w| w.starts_with(NEEDLE) && w[NEEDLE.len()] != b'"')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_chunk_is_not_a_token() {
+        assert!(!carries_token(
+            br#"data: {"delta":{"role":"assistant","content":""}}"#
+        ));
+        assert!(carries_token(br#"data: {"delta":{"content":" tok"}}"#));
+    }
+
+    #[test]
+    fn gaps_start_at_first_token_and_count_coalesced_events() {
+        let t0 = Instant::now();
+        let mut clock = EventClock::default();
+        let mut timings = Timings::default();
+        let role = Bytes::from_static(b"data: {\"content\":\"\"}\n\n");
+        let token = Bytes::from_static(b"data: {\"content\":\"a\"}\n\n");
+        let two = Bytes::from_static(b"data: {\"content\":\"b\"}\n\ndata: [DONE]\n");
+        clock.observe(&role, t0, &mut timings);
+        assert!(timings.first_token.is_none());
+        clock.observe(&token, t0 + Duration::from_millis(1), &mut timings);
+        assert_eq!(timings.first_token, Some(t0 + Duration::from_millis(1)));
+        clock.observe(&two, t0 + Duration::from_millis(3), &mut timings);
+        // The second boundary straddles frames.
+        clock.observe(&Bytes::from_static(b"\n"), t0 + Duration::from_millis(4), &mut timings);
+        assert_eq!(
+            timings.gaps,
+            vec![Duration::from_millis(2), Duration::from_millis(1)]
+        );
+    }
+}
