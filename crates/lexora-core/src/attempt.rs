@@ -40,6 +40,7 @@ pub struct BackendPolicy {
 }
 
 impl BackendPolicy {
+    /// A fresh queue and a closed breaker.
     pub fn new(
         max_concurrency: Option<usize>,
         queue: &QueueSettings,

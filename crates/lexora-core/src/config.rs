@@ -31,10 +31,13 @@ pub const DEFAULT_CONFIG_PATH: &str = "config/lexora_config.yaml";
 /// A configuration that cannot be used, with the place to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("{origin}: cannot read: {reason}")]
     Read { origin: Origin, reason: String },
+    /// The file is not valid YAML or Lua.
     #[error("{origin}: {message}")]
     Syntax { origin: Origin, message: String },
+    /// A key is unknown or its value is wrong.
     #[error("{origin}: key `{key}`: {message}")]
     Invalid {
         origin: Origin,
@@ -61,6 +64,7 @@ pub struct Config {
     pub file: Option<PathBuf>,
 }
 
+/// The listener and its limits (`server`).
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub host: String,
@@ -98,6 +102,7 @@ impl BackendKind {
     }
 }
 
+/// One enabled backend (`backends.NAME`, or `vllm` alone).
 #[derive(Debug, Clone)]
 pub struct BackendConfig {
     pub name: String,
@@ -142,18 +147,23 @@ impl Default for MockConfig {
     }
 }
 
+/// Backend probing (`health`).
 #[derive(Debug, Clone)]
 pub struct HealthConfig {
     pub check_interval: Duration,
     pub check_timeout: Duration,
 }
 
+/// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
+    /// Human-readable lines.
     Console,
+    /// One JSON object per line (for log shippers).
     Json,
 }
 
+/// Log level and format (`logging`).
 #[derive(Debug, Clone)]
 pub struct LoggingConfig {
     /// A `tracing` filter directive (`info`, `debug`, ...).
@@ -161,6 +171,7 @@ pub struct LoggingConfig {
     pub format: LogFormat,
 }
 
+/// Prometheus exposition (`metrics`).
 #[derive(Debug, Clone)]
 pub struct MetricsConfig {
     pub enabled: bool,
@@ -180,6 +191,7 @@ pub struct PolicyConfig {
     pub fallbacks: std::collections::HashMap<String, Vec<String>>,
 }
 
+/// API keys and the admin key (`auth`).
 #[derive(Debug, Clone, Default)]
 pub struct AuthConfig {
     pub admin_key: Option<Secret>,
@@ -211,6 +223,7 @@ pub struct LimitsConfig {
     pub users: std::collections::HashMap<String, (Option<u32>, Option<u64>)>,
 }
 
+/// The per-backend queue (`queue`).
 #[derive(Debug, Clone)]
 pub struct QueueSettings {
     pub max_size: usize,
@@ -231,6 +244,7 @@ impl Default for QueueSettings {
     }
 }
 
+/// Retry timing (`retry`, either spelling).
 #[derive(Debug, Clone)]
 pub struct RetryConfig {
     /// Retries after the first attempt.
@@ -251,6 +265,7 @@ impl Default for RetryConfig {
     }
 }
 
+/// The per-backend circuit breaker (`circuit_breaker`).
 #[derive(Debug, Clone)]
 pub struct BreakerConfig {
     pub enabled: bool,

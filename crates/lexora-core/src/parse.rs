@@ -25,8 +25,11 @@ mod tests;
 /// The OpenAI endpoints Lexora proxies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Endpoint {
+    /// `/v1/chat/completions`.
     ChatCompletions,
+    /// `/v1/completions`.
     Completions,
+    /// `/v1/embeddings`.
     Embeddings,
     /// Anthropic's Messages API.
     Messages,
@@ -65,8 +68,11 @@ impl Endpoint {
 /// A request's place in the queue (seed 001's `x_priority`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Priority {
+    /// Served first.
     High,
+    /// The default.
     Normal,
+    /// Served when nothing more urgent waits (aging prevents starvation).
     Low,
 }
 

@@ -111,6 +111,7 @@ impl RequestRecord {
         user.clone_into(&mut self.user);
     }
 
+    /// The queue priority the request got.
     pub fn set_priority(&mut self, priority: Priority) {
         self.priority = Some(priority);
     }
@@ -135,6 +136,7 @@ impl RequestRecord {
         self.recorder.stats.note_retry();
     }
 
+    /// The backend of the current attempt.
     pub fn set_backend(&mut self, backend: &str) {
         self.backend = Some(backend.to_owned());
     }

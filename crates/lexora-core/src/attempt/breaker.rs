@@ -28,12 +28,12 @@ enum State {
 /// What the breaker says about sending a request now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
+    /// Closed: send.
     Allowed,
     /// The request is the half-open probe; report its outcome.
     Probe,
-    Refused {
-        retry_after: Duration,
-    },
+    /// Open: skip this backend for now.
+    Refused { retry_after: Duration },
 }
 
 /// One backend's breaker.
@@ -45,6 +45,7 @@ pub struct Breaker {
 }
 
 impl Breaker {
+    /// A closed breaker.
     pub fn new(config: BreakerConfig) -> Self {
         Self {
             config: Mutex::new(config),

@@ -38,6 +38,7 @@ pub struct RawConfig {
     pub metrics: RawMetrics,
 }
 
+/// `server` as written.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawServer {
@@ -60,6 +61,7 @@ impl Default for RawServer {
     }
 }
 
+/// `vllm` as written.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawVllm {
@@ -79,6 +81,7 @@ impl Default for RawVllm {
     }
 }
 
+/// `backends.NAME` as written.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawBackend {
@@ -109,6 +112,7 @@ pub struct RawBackend {
     pub default_max_tokens: Option<u64>,
 }
 
+/// One entry of `backends.NAME.models`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawModel {
@@ -148,6 +152,7 @@ impl Default for RawMock {
     }
 }
 
+/// `health` as written.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawHealth {
@@ -166,6 +171,7 @@ impl Default for RawHealth {
     }
 }
 
+/// `rate_limit` as written (seed 000).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawRateLimit {
@@ -185,6 +191,7 @@ impl Default for RawRateLimit {
     }
 }
 
+/// `rate_limits` as written (seed 001).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawRateLimits {
@@ -192,6 +199,7 @@ pub struct RawRateLimits {
     pub users: IndexMap<String, RawUserLimits>,
 }
 
+/// One user's per-minute limits.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawUserLimits {
@@ -199,6 +207,7 @@ pub struct RawUserLimits {
     pub tokens_per_minute: Option<u64>,
 }
 
+/// `queue` as written.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawQueue {
@@ -223,6 +232,7 @@ impl Default for RawQueue {
     }
 }
 
+/// `circuit_breaker` as written.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawBreaker {
@@ -243,6 +253,7 @@ impl Default for RawBreaker {
     }
 }
 
+/// `auth` as written.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAuth {
@@ -254,6 +265,7 @@ pub struct RawAuth {
     pub keys_file: Option<String>,
 }
 
+/// One entry of `auth.keys`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawApiKey {
@@ -275,6 +287,7 @@ pub struct RawApiKey {
     pub tokens_per_minute: Option<u64>,
 }
 
+/// `queue.priorities` as written.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawPriorities {
@@ -324,6 +337,7 @@ impl Default for RawRetry {
     }
 }
 
+/// `logging` as written.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLogging {
@@ -340,6 +354,7 @@ impl Default for RawLogging {
     }
 }
 
+/// `metrics` as written.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawMetrics {

@@ -11,9 +11,13 @@ use super::ConfigError;
 /// Which layer set a key; named in every config error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
+    /// Nobody set it.
     Defaults,
+    /// The config file.
     File(PathBuf),
+    /// A `LEXORA_` variable.
     Env(String),
+    /// A flag such as `--port`.
     CommandLine(&'static str),
 }
 

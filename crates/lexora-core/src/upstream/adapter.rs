@@ -19,7 +19,9 @@ use crate::translate;
 /// An API's wire format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wire {
+    /// OpenAI's Chat Completions (and friends).
     OpenAi,
+    /// Anthropic's Messages.
     Anthropic,
 }
 
@@ -47,12 +49,10 @@ pub struct Outbound {
 pub enum Adapter {
     /// OpenAI's API at `{url}/v1/...`. `native_messages`: the server also
     /// speaks Anthropic's `/v1/messages` (llama-server does).
-    OpenAi {
-        native_messages: bool,
-    },
-    Azure {
-        api_version: String,
-    },
+    OpenAi { native_messages: bool },
+    /// Azure OpenAI deployments.
+    Azure { api_version: String },
+    /// Anthropic's Messages API.
     Anthropic {
         version: String,
         default_max_tokens: u64,
@@ -72,6 +72,7 @@ fn key_variable(provider: &str) -> Option<&'static str> {
 }
 
 impl Adapter {
+    /// The dialect of a configured backend.
     pub fn new(config: &BackendConfig) -> Self {
         match &config.kind {
             BackendKind::Azure { api_version } => Self::Azure {
