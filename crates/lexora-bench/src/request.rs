@@ -151,7 +151,9 @@ impl EventClock {
         if let Some(last) = self.last_event {
             timings.gaps.push(now.saturating_duration_since(last));
             // Events that arrived coalesced in one frame had no gap.
-            timings.gaps.extend(std::iter::repeat_n(Duration::ZERO, ended - 1));
+            for _ in 1..ended {
+                timings.gaps.push(Duration::ZERO);
+            }
         }
         self.last_event = Some(now);
     }
@@ -191,7 +193,11 @@ mod tests {
         assert_eq!(timings.first_token, Some(t0 + Duration::from_millis(1)));
         clock.observe(&two, t0 + Duration::from_millis(3), &mut timings);
         // The second boundary straddles frames.
-        clock.observe(&Bytes::from_static(b"\n"), t0 + Duration::from_millis(4), &mut timings);
+        clock.observe(
+            &Bytes::from_static(b"\n"),
+            t0 + Duration::from_millis(4),
+            &mut timings,
+        );
         assert_eq!(
             timings.gaps,
             vec![Duration::from_millis(2), Duration::from_millis(1)]

@@ -1,0 +1,165 @@
+//! Recording outcomes into HDR histograms and summarising them as JSON.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::request::{Failure, Timings};
+
+/// Highest value a histogram tracks: 60 s in microseconds (larger values are clamped).
+const MAX_US: u64 = 60_000_000;
+
+/// The histograms and counters of one measured run.
+pub struct Recorder {
+    /// Latency from the intended send time (open loop: the scheduled time).
+    latency: Histogram<u64>,
+    /// Latency from the actual send time (differs from `latency` in open loop
+    /// when requests were sent late).
+    service: Histogram<u64>,
+    ttft: Histogram<u64>,
+    gaps: Histogram<u64>,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Recorder {
+    /// An empty recorder.
+    pub fn new() -> anyhow::Result<Self> {
+        let histogram = || Histogram::<u64>::new_with_bounds(1, MAX_US, 3);
+        Ok(Self {
+            latency: histogram()?,
+            service: histogram()?,
+            ttft: histogram()?,
+            gaps: histogram()?,
+            ok: 0,
+            errors: BTreeMap::new(),
+        })
+    }
+
+    /// Records one request intended at `intended`, actually sent at `sent`.
+    pub fn record(&mut self, intended: Instant, sent: Instant, result: Result<Timings, Failure>) {
+        match result {
+            Ok(timings) => {
+                self.ok += 1;
+                let done = timings.done.unwrap_or_else(Instant::now);
+                add(&mut self.latency, done.saturating_duration_since(intended));
+                add(&mut self.service, done.saturating_duration_since(sent));
+                if let Some(first) = timings.first_token {
+                    add(&mut self.ttft, first.saturating_duration_since(intended));
+                }
+                for gap in timings.gaps {
+                    add(&mut self.gaps, gap);
+                }
+            }
+            Err(failure) => *self.errors.entry(failure.label()).or_default() += 1,
+        }
+    }
+
+    /// Summarises the run; `window` is the measured period used for the rate.
+    pub fn summary(&self, window: Duration) -> Summary {
+        let errors_total = self.errors.values().sum();
+        let seconds = window.as_secs_f64().max(f64::EPSILON);
+        Summary {
+            requests: self.ok + errors_total,
+            ok: self.ok,
+            errors: errors_total,
+            errors_by_kind: self.errors.clone(),
+            window_s: window.as_secs_f64(),
+            achieved_rps: self.ok as f64 / seconds,
+            latency_us: Stats::of(&self.latency),
+            service_us: Stats::of(&self.service),
+            ttft_us: (!self.ttft.is_empty()).then(|| Stats::of(&self.ttft)),
+            gap_us: (!self.gaps.is_empty()).then(|| Stats::of(&self.gaps)),
+        }
+    }
+}
+
+fn add(histogram: &mut Histogram<u64>, value: Duration) {
+    let micros = u64::try_from(value.as_micros()).unwrap_or(MAX_US);
+    histogram.saturating_record(micros.clamp(1, MAX_US));
+}
+
+/// Percentiles of one histogram, in microseconds.
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    /// Number of samples.
+    pub count: u64,
+    /// Arithmetic mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest sample.
+    pub max: u64,
+}
+
+impl Stats {
+    fn of(histogram: &Histogram<u64>) -> Self {
+        Self {
+            count: histogram.len(),
+            mean: histogram.mean(),
+            p50: histogram.value_at_quantile(0.50),
+            p90: histogram.value_at_quantile(0.90),
+            p99: histogram.value_at_quantile(0.99),
+            p999: histogram.value_at_quantile(0.999),
+            max: histogram.max(),
+        }
+    }
+}
+
+/// The JSON result of one run (merged with the run's settings by `main`).
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    /// Requests recorded (ok + errors).
+    pub requests: u64,
+    /// Requests answered 2xx and read to the end.
+    pub ok: u64,
+    /// Requests that failed.
+    pub errors: u64,
+    /// Failures by kind (`status_503`, `io`, `timeout`).
+    pub errors_by_kind: BTreeMap<String, u64>,
+    /// Length of the measured window, seconds.
+    pub window_s: f64,
+    /// Successful requests per second over the window.
+    pub achieved_rps: f64,
+    /// Latency from the intended send time (coordinated-omission free in open loop).
+    pub latency_us: Stats,
+    /// Latency from the actual send time.
+    pub service_us: Stats,
+    /// Streams: time to first token, from the intended send time.
+    pub ttft_us: Option<Stats>,
+    /// Streams: gaps between events after the first token.
+    pub gap_us: Option<Stats>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_errors_by_kind_and_rate() {
+        let mut recorder = Recorder::new().expect("histograms");
+        let t = Instant::now();
+        let timings = Timings {
+            done: Some(t + Duration::from_micros(100)),
+            ..Timings::default()
+        };
+        recorder.record(t, t, Ok(timings));
+        recorder.record(t, t, Err(Failure::Status(429)));
+        recorder.record(t, t, Err(Failure::Status(429)));
+        let summary = recorder.summary(Duration::from_secs(1));
+        assert_eq!(summary.ok, 1);
+        assert_eq!(summary.errors, 2);
+        assert_eq!(summary.errors_by_kind.get("status_429"), Some(&2));
+        assert_eq!(summary.latency_us.p50, 100);
+        assert!(summary.ttft_us.is_none());
+        assert!((summary.achieved_rps - 1.0).abs() < 1e-9);
+    }
+}
