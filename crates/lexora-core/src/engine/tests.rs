@@ -1,0 +1,414 @@
+//! Engine manager tests against a real llama-server and a tiny generated
+//! model. The binary comes from `LLAMA_SERVER` or `scripts/llama-server.sh`
+//! (cached build); the model from `tests/e2e/make_tiny_gguf.py`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::time::{sleep, timeout, Duration, Instant};
+
+use super::client::EngineHttp;
+use super::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Fixture {
+    binary: PathBuf,
+    model: PathBuf,
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn llama_server() -> PathBuf {
+    if let Some(path) = std::env::var_os("LLAMA_SERVER") {
+        return PathBuf::from(path);
+    }
+    let out = Command::new(repo_root().join("scripts/llama-server.sh"))
+        .output()
+        .expect("run scripts/llama-server.sh");
+    assert!(out.status.success(), "scripts/llama-server.sh failed");
+    PathBuf::from(String::from_utf8(out.stdout).expect("utf-8 path").trim())
+}
+
+/// A python with `gguf` and `numpy`: `LEXORA_PYTHON`, else the e2e venv.
+fn python() -> PathBuf {
+    if let Some(path) = std::env::var_os("LEXORA_PYTHON") {
+        return PathBuf::from(path);
+    }
+    let cache = std::env::var_os("LEXORA_CACHE").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/lexora"),
+        PathBuf::from,
+    );
+    let plain = cache.join("venv-e2e/bin/python");
+    if plain.exists() {
+        return plain;
+    }
+    // scripts/test.sh names its venv after the requirements hash.
+    std::fs::read_dir(&cache)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin/python"))
+        .find(|p| p.to_string_lossy().contains("venv-e2e") && p.exists())
+        .unwrap_or_else(|| PathBuf::from("python3"))
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        // The model is deterministic (seed 0), so test runs share one file;
+        // each writes its own and renames, so parallel runs never see half
+        // a file.
+        let dir = std::env::temp_dir().join("lexora-engine-tests");
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let model = dir.join("tiny-seed0.gguf");
+        if !model.exists() {
+            let partial = dir.join(format!("tiny-seed0.gguf.{}", std::process::id()));
+            let out = Command::new(python())
+                .arg(repo_root().join("tests/e2e/make_tiny_gguf.py"))
+                .arg(&partial)
+                .output()
+                .expect("run make_tiny_gguf.py");
+            assert!(
+                out.status.success(),
+                "make_tiny_gguf.py failed (needs gguf, numpy; set LEXORA_PYTHON): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::fs::rename(&partial, &model).expect("rename model");
+        }
+        Fixture {
+            binary: llama_server(),
+            model,
+        }
+    })
+}
+
+fn variant(name: &str, ctx: u32) -> Variant {
+    let f = fixture();
+    let args = ["-m", &f.model.to_string_lossy(), "-c", &ctx.to_string()];
+    let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    args.extend(["-np", "1", "-t", "1", "--alias", "tiny"].map(String::from));
+    Variant {
+        name: name.into(),
+        binary: f.binary.clone(),
+        args,
+        context: ctx,
+        memory_mb: None,
+    }
+}
+
+fn settings() -> EngineSettings {
+    EngineSettings {
+        ready_timeout: WAIT,
+        drain_timeout: Duration::from_secs(20),
+        stop_timeout: Duration::from_secs(5),
+        idle_unload: None,
+        restart_backoff: Duration::from_millis(200),
+    }
+}
+
+fn manager(settings: EngineSettings) -> Arc<EngineManager> {
+    let model = EngineModel {
+        name: "tiny".into(),
+        // Out of order on purpose: new() sorts by context.
+        variants: vec![variant("large", 2048), variant("small", 512)],
+    };
+    EngineManager::new(model, settings)
+}
+
+/// Alive and not a zombie.
+fn pid_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn acquire(m: &Arc<EngineManager>, variant: &str) -> Lease {
+    timeout(WAIT, m.acquire(variant))
+        .await
+        .expect("acquire in time")
+        .expect("acquire")
+}
+
+async fn shutdown_and_check(m: &EngineManager, pid: u32) {
+    m.shutdown().await;
+    assert!(!pid_alive(pid), "engine {pid} outlived shutdown");
+    assert_eq!(m.status().state, EngineState::Stopped);
+    assert_eq!(m.status().pid, None);
+}
+
+#[tokio::test]
+async fn select_picks_the_smallest_fitting_variant() {
+    let m = manager(settings());
+    assert_eq!(m.select(1).expect("fits").name, "small");
+    assert_eq!(m.select(512).expect("fits").name, "small");
+    assert_eq!(m.select(513).expect("fits").name, "large");
+    assert_eq!(m.select(2048).expect("fits").name, "large");
+    let error = m.select(2049).expect_err("too large");
+    assert!(error.is_client_error());
+    assert!(error.to_string().contains("2048"), "{error}");
+    assert!(matches!(
+        error,
+        EngineError::NoVariantFits {
+            needed: 2049,
+            largest: 2048,
+            ..
+        }
+    ));
+    let unknown = m.acquire("huge").await.expect_err("unknown variant");
+    assert!(unknown.is_client_error());
+    assert_eq!(m.status().state, EngineState::Stopped);
+}
+
+#[tokio::test]
+async fn acquire_starts_the_variant_and_health_answers() {
+    let m = manager(settings());
+    let lease = acquire(&m, "small").await;
+    assert!(lease.base_url.starts_with("http://127.0.0.1:"));
+    assert!(EngineHttp::new().healthy(&lease.base_url).await);
+    let status = m.status();
+    assert_eq!(status.state, EngineState::Ready);
+    assert_eq!(status.variant.as_deref(), Some("small"));
+    assert_eq!(status.pid, Some(lease.pid));
+    assert_eq!(status.leases, 1);
+    assert!(pid_alive(lease.pid));
+    let pid = lease.pid;
+    drop(lease);
+    assert_eq!(m.status().leases, 0);
+    shutdown_and_check(&m, pid).await;
+    assert!(matches!(
+        m.acquire("small").await,
+        Err(EngineError::ShuttingDown { .. })
+    ));
+}
+
+#[tokio::test]
+async fn concurrent_acquires_share_one_start() {
+    let m = manager(settings());
+    let calls = (0..4).map(|_| {
+        let m = m.clone();
+        tokio::spawn(async move { acquire(&m, "small").await })
+    });
+    let leases: Vec<Lease> = futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.expect("task"))
+        .collect();
+    let pid = leases[0].pid;
+    assert!(leases.iter().all(|l| l.pid == pid));
+    let status = m.status();
+    assert_eq!((status.leases, status.swaps, status.restarts), (4, 0, 0));
+    drop(leases);
+    shutdown_and_check(&m, pid).await;
+}
+
+#[tokio::test]
+async fn swap_waits_for_the_lease_to_drain() {
+    let m = manager(settings());
+    let small = acquire(&m, "small").await;
+    let old_pid = small.pid;
+    let swapper = tokio::spawn({
+        let m = m.clone();
+        async move { acquire(&m, "large").await }
+    });
+    let held = Duration::from_millis(300);
+    sleep(held).await;
+    assert!(!swapper.is_finished(), "swap did not wait for the lease");
+    assert_eq!(m.status().state, EngineState::Draining);
+    assert!(pid_alive(old_pid));
+    let released = Instant::now();
+    drop(small);
+    let large = timeout(WAIT, swapper)
+        .await
+        .expect("swap in time")
+        .expect("task");
+    let waited = released.elapsed();
+    let status = m.status();
+    eprintln!(
+        "swap small -> large: {:?} (stop + start until /health), acquire returned {:?} after the lease dropped",
+        status.swap_time, waited
+    );
+    assert_eq!(status.swaps, 1);
+    assert_eq!(status.variant.as_deref(), Some("large"));
+    assert_eq!(status.state, EngineState::Ready);
+    assert!(status.swap_time > Duration::ZERO);
+    assert!(!pid_alive(old_pid), "old engine {old_pid} still runs");
+    assert_ne!(large.pid, old_pid);
+    assert!(EngineHttp::new().healthy(&large.base_url).await);
+    let pid = large.pid;
+    drop(large);
+    shutdown_and_check(&m, pid).await;
+}
+
+#[tokio::test]
+async fn idle_engine_unloads_after_the_ttl() {
+    let m = manager(EngineSettings {
+        idle_unload: Some(Duration::from_millis(400)),
+        ..settings()
+    });
+    let lease = acquire(&m, "small").await;
+    let pid = lease.pid;
+    // Held leases keep it loaded past the TTL.
+    sleep(Duration::from_millis(700)).await;
+    assert_eq!(m.status().state, EngineState::Ready);
+    drop(lease);
+    wait_for("idle unload", || m.status().state == EngineState::Stopped).await;
+    assert!(!pid_alive(pid));
+    // And it comes back on demand.
+    let again = acquire(&m, "small").await;
+    assert_ne!(again.pid, pid);
+    let status = m.status();
+    assert_eq!((status.swaps, status.restarts), (0, 0));
+    let pid = again.pid;
+    drop(again);
+    shutdown_and_check(&m, pid).await;
+}
+
+#[tokio::test]
+async fn killed_engine_is_restarted_by_the_next_acquire() {
+    let m = manager(settings());
+    let lease = acquire(&m, "small").await;
+    let pid = lease.pid;
+    drop(lease);
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    wait_for("crash detection", || {
+        m.status().state == EngineState::Crashed
+    })
+    .await;
+    assert!(m.status().pid.is_none());
+    let lease = acquire(&m, "small").await;
+    assert_ne!(lease.pid, pid);
+    assert!(EngineHttp::new().healthy(&lease.base_url).await);
+    let status = m.status();
+    assert_eq!((status.state, status.restarts), (EngineState::Ready, 1));
+    assert!(status
+        .last_error
+        .is_some_and(|e| e.contains("unexpectedly")));
+    let pid = lease.pid;
+    drop(lease);
+    shutdown_and_check(&m, pid).await;
+}
+
+#[tokio::test]
+async fn count_tokens_uses_the_running_engine() {
+    let m = manager(settings());
+    let text = "Hello there, how many tokens is this prompt?";
+    assert_eq!(m.count_tokens(text).await, estimate_tokens(text));
+    let lease = acquire(&m, "small").await;
+    let direct = direct_tokenize(&lease.base_url, text).await;
+    assert!(direct > 0);
+    assert_eq!(m.count_tokens(text).await, direct);
+    let pid = lease.pid;
+    drop(lease);
+    shutdown_and_check(&m, pid).await;
+}
+
+#[tokio::test]
+async fn missing_binary_fails_clearly_and_backs_off() {
+    let mut model = EngineModel {
+        name: "broken".into(),
+        variants: vec![variant("small", 512)],
+    };
+    model.variants[0].binary = PathBuf::from("/nonexistent/llama-server");
+    let m = EngineManager::new(model, settings());
+    let error = m.acquire("small").await.expect_err("no binary");
+    assert!(matches!(error, EngineError::Spawn { .. }), "{error}");
+    assert!(!error.is_client_error());
+    assert_eq!(m.status().state, EngineState::Crashed);
+    let began = Instant::now();
+    assert!(m.acquire("small").await.is_err());
+    assert!(began.elapsed() >= Duration::from_millis(150), "no backoff");
+    m.shutdown().await;
+}
+
+#[tokio::test]
+async fn engine_output_reaches_the_log() {
+    // A current-thread runtime runs the output readers on this thread, so
+    // a thread-local subscriber sees their events.
+    let buffer = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writer = {
+        let buffer = buffer.clone();
+        move || SharedWriter(buffer.clone())
+    };
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let m = manager(settings());
+    let lease = acquire(&m, "small").await;
+    // Parallel tests without a subscriber can leave a stale "never" in the
+    // callsite interest cache; rebuild it so at least the lines llama-server
+    // writes while shutting down are seen.
+    tracing::callsite::rebuild_interest_cache();
+    let pid = lease.pid;
+    drop(lease);
+    shutdown_and_check(&m, pid).await;
+    let log = String::from_utf8(buffer.lock().expect("log").clone()).expect("utf-8");
+    let engine_line = log
+        .lines()
+        .find(|l| l.contains("lexora::engine") && l.contains("stream=stderr"));
+    let engine_line = engine_line.expect("an engine output line in the log");
+    assert!(
+        engine_line.contains("model=tiny") && engine_line.contains("variant=small"),
+        "{engine_line}"
+    );
+}
+
+struct SharedWriter(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log").extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `POST /tokenize` without going through the manager.
+async fn direct_tokenize(base_url: &str, text: &str) -> u32 {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let body = serde_json::json!({ "content": text }).to_string();
+    let request = http::Request::post(format!("{base_url}/tokenize"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("request");
+    let response = client.request(request).await.expect("tokenize");
+    assert_eq!(response.status(), 200);
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let value: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+    value["tokens"].as_array().expect("tokens").len() as u32
+}
