@@ -87,10 +87,6 @@ impl Priority {
         }
     }
 
-    /// Index into per-priority arrays: high 0, normal 1, low 2.
-    pub fn index(self) -> usize {
-        self as usize
-    }
 
     /// The lower-case name.
     pub fn as_str(self) -> &'static str {

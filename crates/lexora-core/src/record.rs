@@ -170,11 +170,6 @@ impl RequestRecord {
             self.first_byte = Some(self.started.elapsed());
         }
     }
-
-    /// How long the request has been in the gateway.
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
-    }
 }
 
 impl Drop for RequestRecord {
