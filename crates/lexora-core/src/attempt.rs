@@ -19,6 +19,7 @@ use metrics::counter;
 use tokio::time::Instant;
 
 use crate::config::{BreakerConfig, QueueSettings, RetryConfig};
+use crate::engine::{EngineManager, EngineModel, EngineSettings};
 use crate::error::GatewayError;
 use crate::parse::{ParsedRequest, Priority};
 use crate::queue::{BackendQueue, Permit, QueueConfig, QueueError};
@@ -37,9 +38,33 @@ pub use breaker::{Admission, Breaker};
 pub struct BackendPolicy {
     pub queue: Arc<BackendQueue>,
     pub breaker: Breaker,
+    /// The engine manager of a `type: engine` backend, kept across reloads
+    /// so a reload does not start a second engine beside the running one.
+    engine: std::sync::Mutex<Option<ManagedEngine>>,
 }
 
+type ManagedEngine = (EngineModel, EngineSettings, Arc<EngineManager>);
+
 impl BackendPolicy {
+    /// The manager for this engine configuration: the running one when the
+    /// configuration is unchanged, else a new one (the old engine stops when
+    /// the last request using it ends).
+    pub fn engine_manager(
+        &self,
+        model: &EngineModel,
+        settings: &EngineSettings,
+    ) -> Arc<EngineManager> {
+        let mut slot = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((m, s, manager)) = slot.as_ref() {
+            if m == model && s == settings {
+                return Arc::clone(manager);
+            }
+        }
+        let manager = EngineManager::new(model.clone(), settings.clone());
+        *slot = Some((model.clone(), settings.clone(), Arc::clone(&manager)));
+        manager
+    }
+
     /// A fresh queue and a closed breaker.
     pub fn new(
         max_concurrency: Option<usize>,
@@ -49,6 +74,7 @@ impl BackendPolicy {
         Arc::new(Self {
             queue: BackendQueue::new(queue_config(max_concurrency, queue)),
             breaker: Breaker::new(breaker.clone()),
+            engine: std::sync::Mutex::new(None),
         })
     }
 
@@ -283,9 +309,10 @@ async fn attempt(
         &request.body,
         model.or(request.model.as_deref()),
         model.is_some(),
+        request.max_tokens,
         &record.request_id,
     );
-    let (upstream, wire) = tokio::time::timeout_at(plan.deadline, sent)
+    let (upstream, wire, lease) = tokio::time::timeout_at(plan.deadline, sent)
         .await
         .map_err(|_| GatewayError::UpstreamTimeout {
             backend: backend.name().to_owned(),
@@ -319,6 +346,9 @@ async fn attempt(
         answer.first = Some(first);
     }
     record.hold(permit);
+    if let Some(lease) = lease {
+        record.hold_lease(lease);
+    }
     record.answered();
     Ok(answer)
 }

@@ -88,6 +88,12 @@ pub enum BackendKind {
     },
     /// The built-in mock engine, served in-process.
     Mock,
+    /// Local engine processes (llama-server) that Lexora starts and swaps
+    /// by prompt size; see [`crate::engine`].
+    Engine {
+        model: crate::engine::EngineModel,
+        settings: crate::engine::EngineSettings,
+    },
 }
 
 impl BackendKind {
@@ -98,6 +104,7 @@ impl BackendKind {
             Self::Azure { .. } => "azure",
             Self::Anthropic { .. } => "anthropic",
             Self::Mock => "mock",
+            Self::Engine { .. } => "engine",
         }
     }
 }

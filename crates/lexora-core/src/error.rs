@@ -109,6 +109,13 @@ pub enum GatewayError {
     /// No backend is able to take the request right now.
     #[error("{message}")]
     Unavailable { message: String },
+    /// A local engine could not be started or swapped in; the client may
+    /// try again after `retry_after`.
+    #[error("{message}")]
+    EngineUnavailable {
+        message: String,
+        retry_after: Duration,
+    },
     /// A bug or resource failure inside Lexora.
     #[error("internal error: {message}")]
     Internal { message: String },
@@ -152,7 +159,8 @@ impl GatewayError {
             | Self::UpstreamTimeout { .. }
             | Self::UpstreamStatus { .. }
             | Self::UpstreamAuth { .. }
-            | Self::Unavailable { .. } => ErrorSource::Upstream,
+            | Self::Unavailable { .. }
+            | Self::EngineUnavailable { .. } => ErrorSource::Upstream,
             Self::Internal { .. } => ErrorSource::Internal,
         }
     }
@@ -187,7 +195,9 @@ impl GatewayError {
             | Self::UpstreamAuth { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::UpstreamStatus { status, .. } => *status,
-            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::EngineUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -214,6 +224,7 @@ impl GatewayError {
             Self::UpstreamStatus { .. } => ("upstream_error", None),
             Self::UpstreamAuth { .. } => ("upstream_error", Some("upstream_auth_failed")),
             Self::Unavailable { .. } => ("service_unavailable", Some("no_backend_available")),
+            Self::EngineUnavailable { .. } => ("service_unavailable", Some("engine_unavailable")),
             Self::Internal { .. } => ("internal_error", None),
         }
     }
@@ -258,6 +269,7 @@ impl GatewayError {
             Self::UpstreamStatus { .. } => "upstream_status",
             Self::UpstreamAuth { .. } => "upstream_auth",
             Self::Unavailable { .. } => "unavailable",
+            Self::EngineUnavailable { .. } => "engine_unavailable",
             Self::Internal { .. } => "internal",
         }
     }
@@ -301,7 +313,9 @@ impl IntoResponse for GatewayError {
                 headers.insert(header::RETRY_AFTER, retry_after_value(*retry_after));
                 info.write_headers(headers);
             }
-            Self::QueueFull { retry_after, .. } | Self::BreakerOpen { retry_after } => {
+            Self::QueueFull { retry_after, .. }
+            | Self::BreakerOpen { retry_after }
+            | Self::EngineUnavailable { retry_after, .. } => {
                 headers.insert(header::RETRY_AFTER, retry_after_value(*retry_after));
             }
             _ => {}

@@ -127,6 +127,7 @@ pub async fn serve(
         // Small SSE chunks must leave at once, not wait for Nagle.
         let _ = tcp.set_nodelay(true);
     });
+    let engines = Arc::clone(&gateway);
     let server = axum::serve(listener, router(gateway))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();
@@ -145,5 +146,14 @@ pub async fn serve(
     background.cancel();
     tasks.close();
     tasks.wait().await;
+    // No engine process outlives Lexora.
+    let managers: Vec<_> = engines
+        .runtime()
+        .routes
+        .backends()
+        .iter()
+        .filter_map(|b| b.engine().cloned())
+        .collect();
+    futures_util::future::join_all(managers.iter().map(|m| m.shutdown())).await;
     result
 }

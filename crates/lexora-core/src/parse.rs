@@ -87,7 +87,6 @@ impl Priority {
         }
     }
 
-
     /// The lower-case name.
     pub fn as_str(self) -> &'static str {
         match self {

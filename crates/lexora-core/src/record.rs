@@ -14,6 +14,7 @@ use metrics::{counter, gauge, histogram};
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use crate::engine::Lease;
 use crate::limit::Reservation;
 use crate::parse::{Endpoint, Priority};
 use crate::queue::Permit;
@@ -72,6 +73,7 @@ impl Recorder {
             finished: false,
             priority: None,
             permit: None,
+            lease: None,
             reservation: None,
             answered: false,
         }
@@ -97,6 +99,9 @@ pub struct RequestRecord {
     priority: Option<Priority>,
     /// The backend slot, released when the request is over.
     permit: Option<Permit>,
+    /// The engine lease of a `type: engine` backend: the engine is not
+    /// swapped out until the answer (stream included) is over.
+    lease: Option<Lease>,
     /// The rate-limit hold, settled to the real usage when the request is over.
     reservation: Option<Reservation>,
     /// An engine accepted the request (answered 2xx): tokens may have been
@@ -119,6 +124,11 @@ impl RequestRecord {
     /// Keeps the backend slot until the request is over (streams included).
     pub fn hold(&mut self, permit: Permit) {
         self.permit = Some(permit);
+    }
+
+    /// Keeps the engine lease until the request is over (streams included).
+    pub fn hold_lease(&mut self, lease: Lease) {
+        self.lease = Some(lease);
     }
 
     /// Keeps the rate-limit reservation to settle at the end.
@@ -183,6 +193,7 @@ impl Drop for RequestRecord {
         let error = self.status >= 400 || self.error.is_some();
         let usage = self.usage.unwrap_or_default();
         self.permit = None;
+        self.lease = None;
         if let Some(reservation) = self.reservation.take() {
             let now = Instant::now();
             match (self.usage, self.answered) {

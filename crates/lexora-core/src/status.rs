@@ -33,6 +33,37 @@ struct BackendView {
     in_flight: usize,
     waiting: usize,
     max_concurrency: Option<usize>,
+    /// For `type: engine` backends: the engine process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    engine: Option<EngineView>,
+}
+
+#[derive(Serialize)]
+struct EngineView {
+    state: &'static str,
+    variant: Option<String>,
+    pid: Option<u32>,
+    uptime_seconds: Option<f64>,
+    leases: usize,
+    swaps: u64,
+    swap_seconds: f64,
+    restarts: u64,
+    last_error: Option<String>,
+}
+
+fn engine_view(backend: &Backend) -> Option<EngineView> {
+    let status = backend.engine()?.status();
+    Some(EngineView {
+        state: status.state.as_str(),
+        variant: status.variant,
+        pid: status.pid,
+        uptime_seconds: status.uptime.map(|d| d.as_secs_f64()),
+        leases: status.leases,
+        swaps: status.swaps,
+        swap_seconds: status.swap_time.as_secs_f64(),
+        restarts: status.restarts,
+        last_error: status.last_error,
+    })
 }
 
 fn backend_view(backend: &Backend) -> BackendView {
@@ -61,6 +92,7 @@ fn backend_view(backend: &Backend) -> BackendView {
         in_flight: backend.policy.queue.in_flight(),
         waiting: backend.policy.queue.waiting(),
         max_concurrency: backend.config.max_concurrency,
+        engine: engine_view(backend),
     }
 }
 

@@ -3,7 +3,9 @@
 //!
 //! A backend is reached over pooled keep-alive HTTP (with `TCP_NODELAY`,
 //! the configured connect timeout, TLS for hosted providers) or, for
-//! `type: mock`, by calling the built-in engine's router in-process. Both
+//! `type: mock`, by calling the built-in engine's router in-process, or,
+//! for `type: engine`, over HTTP to the engine process an
+//! [`EngineManager`] runs for the request (see [`crate::engine`]). All
 //! give back an `http::Response` whose body streams as the engine writes it.
 //! Transport failures become [`GatewayError`]s here, at the edge.
 
@@ -23,6 +25,7 @@ use tower::ServiceExt;
 
 use crate::attempt::BackendPolicy;
 use crate::config::{BackendConfig, BackendKind};
+use crate::engine::{EngineError, EngineManager, Lease};
 use crate::error::GatewayError;
 use crate::mock::MockEngine;
 use crate::parse::Endpoint;
@@ -41,7 +44,16 @@ enum Transport {
         base: String,
     },
     InProcess(axum::Router),
+    /// Local engine processes; each request goes to the base URL of the
+    /// [`Lease`] it got.
+    Engine {
+        client: Box<HttpClient>,
+        manager: Arc<EngineManager>,
+    },
 }
+
+/// `max_tokens` assumed for variant selection when a request sets none.
+const DEFAULT_ENGINE_MAX_TOKENS: u64 = 256;
 
 /// A configured engine or provider and its observed health.
 pub struct Backend {
@@ -72,6 +84,10 @@ impl Backend {
             (BackendKind::Mock, _) => {
                 Transport::InProcess(MockEngine::new(config.mock.clone()).router())
             }
+            (BackendKind::Engine { model, settings }, _) => Transport::Engine {
+                client: Box::new(http_client(config.connect_timeout)?),
+                manager: policy.engine_manager(model, settings),
+            },
             (_, Some(url)) => Transport::Http {
                 client: Box::new(http_client(config.connect_timeout)?),
                 base: url.as_str().trim_end_matches('/').to_owned(),
@@ -129,18 +145,29 @@ impl Backend {
         &self.adapter
     }
 
+    /// The engine manager of a `type: engine` backend.
+    pub fn engine(&self) -> Option<&Arc<EngineManager>> {
+        match &self.transport {
+            Transport::Engine { manager, .. } => Some(manager),
+            _ => None,
+        }
+    }
+
     /// Sends a client request in this backend's dialect: `model` is the
     /// public model to ask for (mapped to the provider's id here);
-    /// `renamed` says it differs from the body's. Returns the answer head
-    /// and the API its body speaks.
+    /// `renamed` says it differs from the body's; `max_tokens` is the
+    /// request's, for picking an engine variant. Returns the answer head,
+    /// the API its body speaks and, for engine backends, the lease that
+    /// must be held until the answer is over.
     pub async fn forward(
         &self,
         endpoint: Endpoint,
         body: &Bytes,
         model: Option<&str>,
         renamed: bool,
+        max_tokens: Option<u64>,
         request_id: &HeaderValue,
-    ) -> Result<(Response<Body>, Wire), GatewayError> {
+    ) -> Result<(Response<Body>, Wire, Option<Lease>), GatewayError> {
         let mapped = model
             .and_then(|m| self.config.upstream_models.get(m))
             .map(String::as_str);
@@ -150,10 +177,58 @@ impl Backend {
             mapped.or(model),
             renamed || mapped.is_some(),
         )?;
+        let lease = match self.engine() {
+            Some(manager) => Some(self.lease_engine(manager, body, max_tokens).await?),
+            None => None,
+        };
+        let base = lease.as_ref().map(|l| l.base_url.as_str());
         let response = self
-            .send(Method::POST, &outbound.path, outbound.body, request_id)
+            .send_to(
+                base,
+                Method::POST,
+                &outbound.path,
+                outbound.body,
+                request_id,
+            )
             .await?;
-        Ok((response, outbound.wire))
+        Ok((response, outbound.wire, lease))
+    }
+
+    /// Picks the smallest variant whose context fits the prompt plus
+    /// `max_tokens`, and leases it (starting or swapping engines).
+    async fn lease_engine(
+        &self,
+        manager: &Arc<EngineManager>,
+        body: &Bytes,
+        max_tokens: Option<u64>,
+    ) -> Result<Lease, GatewayError> {
+        let prompt = manager.count_tokens(&prompt_text(body)).await;
+        let answer =
+            u32::try_from(max_tokens.unwrap_or(DEFAULT_ENGINE_MAX_TOKENS)).unwrap_or(u32::MAX);
+        let needed = prompt.saturating_add(answer);
+        let variant = manager
+            .select(needed)
+            .map_err(|e| self.engine_error(manager, &e))?
+            .name
+            .clone();
+        manager
+            .acquire(&variant)
+            .await
+            .map_err(|e| self.engine_error(manager, &e))
+    }
+
+    fn engine_error(&self, manager: &EngineManager, error: &EngineError) -> GatewayError {
+        if error.is_client_error() {
+            return GatewayError::InvalidRequest {
+                message: error.to_string(),
+                param: Some("messages"),
+            };
+        }
+        tracing::warn!(backend = self.name(), %error, "engine unavailable");
+        GatewayError::EngineUnavailable {
+            message: format!("backend `{}`: {error}", self.name()),
+            retry_after: manager.retry_after(),
+        }
     }
 
     /// Sends one request and waits for the response head. The body of the
@@ -165,9 +240,28 @@ impl Backend {
         body: Bytes,
         request_id: &HeaderValue,
     ) -> Result<Response<Body>, GatewayError> {
-        let uri = match &self.transport {
-            Transport::Http { base, .. } => format!("{base}{path}"),
-            Transport::InProcess(_) => path.to_owned(),
+        self.send_to(None, method, path, body, request_id).await
+    }
+
+    /// [`Self::send`] to an engine's `base` URL (engine backends have none
+    /// of their own; it comes from each request's lease).
+    async fn send_to(
+        &self,
+        base: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        request_id: &HeaderValue,
+    ) -> Result<Response<Body>, GatewayError> {
+        let uri = match (&self.transport, base) {
+            (Transport::InProcess(_), _) => path.to_owned(),
+            (_, Some(base)) => format!("{base}{path}"),
+            (Transport::Http { base, .. }, None) => format!("{base}{path}"),
+            (Transport::Engine { .. }, None) => {
+                return Err(GatewayError::Internal {
+                    message: format!("engine backend `{}` has no running engine", self.name()),
+                })
+            }
         };
         let mut request = Request::builder()
             .method(method)
@@ -184,7 +278,7 @@ impl Backend {
             headers.insert(name.clone(), value.clone());
         }
         match &self.transport {
-            Transport::Http { client, .. } => client
+            Transport::Http { client, .. } | Transport::Engine { client, .. } => client
                 .request(request)
                 .await
                 .map(|response| response.map(Body::new))
@@ -216,6 +310,39 @@ impl Backend {
         }
         GatewayError::UpstreamReset { backend, reason }
     }
+}
+
+/// The prompt of a chat, completion or Messages body as plain text, for
+/// counting its tokens: `system`, every message's text content, `prompt`,
+/// `input`. Unparseable bodies count as their raw text (overestimates).
+fn prompt_text(body: &Bytes) -> String {
+    fn collect(value: &serde_json::Value, out: &mut String) {
+        match value {
+            serde_json::Value::String(text) => {
+                out.push_str(text);
+                out.push('\n');
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| collect(v, out)),
+            serde_json::Value::Object(map) => {
+                for field in ["text", "content"] {
+                    if let Some(v) = map.get(field) {
+                        collect(v, out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(body) else {
+        return String::from_utf8_lossy(body).into_owned();
+    };
+    let mut out = String::new();
+    for field in ["system", "messages", "prompt", "input"] {
+        if let Some(value) = map.get(field) {
+            collect(value, &mut out);
+        }
+    }
+    out
 }
 
 fn http_client(connect_timeout: Duration) -> Result<HttpClient, GatewayError> {
@@ -268,6 +395,19 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("client error")]
     struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn prompt_text_gathers_every_message() {
+        let body = Bytes::from_static(
+            br#"{"model":"m","system":"sys","max_tokens":8,"messages":[
+                {"role":"user","content":"hello"},
+                {"role":"user","content":[{"type":"text","text":"world"}]}]}"#,
+        );
+        assert_eq!(prompt_text(&body), "sys\nhello\nworld\n");
+        let completion = Bytes::from_static(br#"{"prompt":["a","b"]}"#);
+        assert_eq!(prompt_text(&completion), "a\nb\n");
+        assert_eq!(prompt_text(&Bytes::from_static(b"not json")), "not json");
+    }
 
     #[test]
     fn root_cause_reaches_the_innermost_error() {

@@ -6,6 +6,8 @@ mod support;
 
 #[path = "gateway/cli.rs"]
 mod cli;
+#[path = "gateway/engines.rs"]
+mod engines;
 #[path = "gateway/errors.rs"]
 mod errors;
 #[path = "gateway/lifecycle.rs"]

@@ -110,6 +110,44 @@ pub struct RawBackend {
     pub anthropic_version: Option<String>,
     /// `max_tokens` sent to Anthropic when a request has none (it is required there).
     pub default_max_tokens: Option<u64>,
+    /// The engine processes of a `type: engine` backend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<RawEngine>,
+}
+
+/// `backends.NAME.engine`: local engine processes Lexora starts and swaps.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawEngine {
+    /// Ways to run the model; the smallest context that fits a request wins.
+    pub variants: Vec<RawVariant>,
+    /// Seconds a started engine may take to become ready.
+    pub ready_timeout: Option<f64>,
+    /// Seconds a swap waits for the old engine's requests to finish.
+    pub drain_timeout: Option<f64>,
+    /// Seconds between SIGTERM and SIGKILL.
+    pub stop_timeout: Option<f64>,
+    /// Seconds an unused engine keeps running; absent keeps it.
+    pub idle_unload: Option<f64>,
+    /// Seconds to wait before restarting a crashed engine.
+    pub restart_backoff: Option<f64>,
+}
+
+/// One entry of `backends.NAME.engine.variants`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVariant {
+    pub name: String,
+    /// The engine executable, e.g. `llama-server`.
+    pub binary: String,
+    /// Arguments without `--host`/`--port` (Lexora adds them).
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Tokens one request may use (prompt plus answer).
+    pub context: u32,
+    /// Estimated memory use, in MiB.
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
 }
 
 /// One entry of `backends.NAME.models`.

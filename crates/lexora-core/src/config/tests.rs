@@ -411,3 +411,91 @@ fn bad_policy_values_name_their_keys() {
         );
     }
 }
+
+const ENGINE_YAML: &str = "backends:
+  local:
+    type: engine
+    models:
+      - name: tiny
+    engine:
+      idle_unload: 300
+      ready_timeout: 30
+      variants:
+        - name: large
+          binary: llama-server
+          args: [\"-m\", \"tiny.gguf\", \"-c\", \"2048\"]
+          context: 2048
+          memory_mb: 900
+        - name: small
+          binary: llama-server
+          args: [\"-m\", \"tiny.gguf\", \"-c\", \"512\"]
+          context: 512
+";
+
+#[test]
+fn engine_backend_carries_its_model_and_settings() {
+    let (_dir, path) = write_yaml(ENGINE_YAML);
+    let config = load_with(Some(&path), &[]).expect("loads");
+    let backend = &config.backends[0];
+    assert!(backend.url.is_none());
+    assert_eq!(backend.models, ["tiny"]);
+    assert_eq!(backend.kind.label(), "engine");
+    let BackendKind::Engine { model, settings } = &backend.kind else {
+        panic!("not an engine backend: {:?}", backend.kind);
+    };
+    assert_eq!(model.name, "tiny");
+    let names: Vec<&str> = model.variants.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["large", "small"]);
+    assert_eq!(model.variants[0].memory_mb, Some(900));
+    assert_eq!(model.variants[1].args, ["-m", "tiny.gguf", "-c", "512"]);
+    assert_eq!(settings.idle_unload, Some(Duration::from_secs(300)));
+    assert_eq!(settings.ready_timeout, Duration::from_secs(30));
+    assert_eq!(
+        settings.drain_timeout,
+        crate::engine::EngineSettings::default().drain_timeout
+    );
+}
+
+#[test]
+fn engine_backend_errors_name_the_key() {
+    let cases = [
+        (
+            "backends:\n  local:\n    type: engine\n    models:\n      - name: tiny\n",
+            "backends.local.engine.variants",
+        ),
+        (
+            &ENGINE_YAML.replace("name: small", "name: large"),
+            "backends.local.engine.variants[1].name",
+        ),
+        (
+            &ENGINE_YAML.replace("context: 512", "context: 0"),
+            "backends.local.engine.variants[1].context",
+        ),
+        (
+            &ENGINE_YAML.replace("      - name: tiny\n", ""),
+            "backends.local.models",
+        ),
+        (
+            &ENGINE_YAML.replace("idle_unload: 300", "idle_unload: -1"),
+            "backends.local.engine.idle_unload",
+        ),
+        (
+            &ENGINE_YAML.replace("memory_mb: 900", "memroy_mb: 900"),
+            "memroy_mb",
+        ),
+    ];
+    for (yaml, key) in cases {
+        let (_dir, path) = write_yaml(yaml);
+        let error = load_with(Some(&path), &[]).expect_err(key).to_string();
+        assert!(error.contains(key), "{key}: {error}");
+    }
+}
+
+#[test]
+fn a_backend_named_engine_is_still_a_server() {
+    let (_dir, path) = write_yaml(
+        "backends:\n  engine:\n    url: http://127.0.0.1:9\n    models:\n      - name: m\n",
+    );
+    let config = load_with(Some(&path), &[]).expect("loads");
+    assert_eq!(config.backends[0].kind, BackendKind::OpenAiCompatible);
+}

@@ -4,12 +4,13 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::raw::{RawApiKey, RawBackend, RawConfig};
+use super::raw::{RawApiKey, RawBackend, RawConfig, RawEngine};
 use super::{
     ApiKey, AuthConfig, BackendConfig, BackendKind, BreakerConfig, Config, ConfigError,
     HealthConfig, Layers, LimitsConfig, LogFormat, LoggingConfig, MetricsConfig, MockConfig,
     PolicyConfig, QueueSettings, RetryConfig, ServerConfig,
 };
+use crate::engine::{EngineModel, EngineSettings, Variant};
 use crate::parse::Priority;
 
 /// The largest number of seconds (or rate) a setting may hold: a year.
@@ -409,6 +410,10 @@ fn validate_backend(
     let kind_name = backend.kind.as_deref().unwrap_or(name).to_ascii_lowercase();
     let (kind, provider, default_base) = match kind_name.as_str() {
         "mock" => (BackendKind::Mock, "mock", None),
+        // Only when written: a backend merely named `engine` is a server.
+        "engine" if backend.kind.is_some() => {
+            (validate_engine(check, name, backend)?, "llamacpp", None)
+        }
         "azure" | "azure-openai" | "azure_openai" => {
             let api_version = backend.api_version.clone().ok_or_else(|| {
                 check.fail(&key("api_version"), "is required for Azure OpenAI (e.g. 2024-10-21)")
@@ -437,15 +442,18 @@ fn validate_backend(
                 &key("type"),
                 format!(
                     "unknown backend type `{other}` (use openai-compatible, vllm, llamacpp, sglang, ollama, \
-                     openai, azure, anthropic, deepseek, openrouter or mock)"
+                     openai, azure, anthropic, deepseek, openrouter, engine or mock)"
                 ),
             ))
         }
         // An unnamed type with a URL is an OpenAI-compatible server.
         _ => (BackendKind::OpenAiCompatible, "openai-compatible", None),
     };
+    if backend.engine.is_some() && !matches!(kind, BackendKind::Engine { .. }) {
+        return Err(check.fail(&key("engine"), "is only used by backends of `type: engine`"));
+    }
     let url = match (&kind, &backend.url) {
-        (BackendKind::Mock, _) => None,
+        (BackendKind::Mock | BackendKind::Engine { .. }, _) => None,
         (_, Some(url)) => Some(check.url(&key("url"), url)?),
         // Seed 001 writes the vLLM URL both at `vllm.url` and in the backend;
         // a `vllm` backend without one inherits the top-level URL.
@@ -530,4 +538,91 @@ fn validate_backend(
         mock,
         max_concurrency,
     })
+}
+
+/// `type: engine`: the model (the backend's one `models` entry) and the
+/// variants Lexora runs it with.
+fn validate_engine(
+    check: &Checker<'_>,
+    name: &str,
+    backend: &RawBackend,
+) -> Result<BackendKind, ConfigError> {
+    let key = |field: &str| format!("backends.{name}.{field}");
+    let model = match backend.models.as_slice() {
+        [model] if !model.name.trim().is_empty() => model.name.clone(),
+        _ => {
+            return Err(check.fail(
+                &key("models"),
+                "an engine backend serves exactly one model: list its name once",
+            ))
+        }
+    };
+    let raw = backend.engine.clone().unwrap_or_default();
+    if raw.variants.is_empty() {
+        return Err(check.fail(
+            &key("engine.variants"),
+            "an engine backend needs at least one variant (name, binary, args, context)",
+        ));
+    }
+    let mut variants: Vec<Variant> = Vec::with_capacity(raw.variants.len());
+    for (i, variant) in raw.variants.iter().enumerate() {
+        let at = |field: &str| key(&format!("engine.variants[{i}].{field}"));
+        if variant.name.trim().is_empty() {
+            return Err(check.fail(&at("name"), "must not be empty"));
+        }
+        if variants.iter().any(|v| v.name == variant.name) {
+            return Err(check.fail(
+                &at("name"),
+                format!("variant `{}` is listed twice", variant.name),
+            ));
+        }
+        if variant.binary.trim().is_empty() {
+            return Err(check.fail(&at("binary"), "must not be empty"));
+        }
+        if variant.context == 0 {
+            return Err(check.fail(&at("context"), "must be at least 1 token"));
+        }
+        variants.push(Variant {
+            name: variant.name.clone(),
+            binary: variant.binary.clone().into(),
+            args: variant.args.clone(),
+            context: variant.context,
+            memory_mb: variant.memory_mb,
+        });
+    }
+    let settings = engine_settings(check, name, &raw)?;
+    Ok(BackendKind::Engine {
+        model: EngineModel {
+            name: model,
+            variants,
+        },
+        settings,
+    })
+}
+
+fn engine_settings(
+    check: &Checker<'_>,
+    name: &str,
+    raw: &RawEngine,
+) -> Result<EngineSettings, ConfigError> {
+    let mut settings = EngineSettings::default();
+    let seconds = |field: &str, value: Option<f64>| -> Result<Option<Duration>, ConfigError> {
+        value
+            .map(|v| check.seconds(&format!("backends.{name}.engine.{field}"), v))
+            .transpose()
+    };
+    if let Some(d) = seconds("ready_timeout", raw.ready_timeout)? {
+        settings.ready_timeout = d;
+    }
+    if let Some(d) = seconds("drain_timeout", raw.drain_timeout)? {
+        settings.drain_timeout = d;
+    }
+    if let Some(d) = seconds("stop_timeout", raw.stop_timeout)? {
+        settings.stop_timeout = d;
+    }
+    if let Some(d) = seconds("restart_backoff", raw.restart_backoff)? {
+        settings.restart_backoff = d;
+    }
+    settings.idle_unload = seconds("idle_unload", raw.idle_unload)?;
+    Ok(settings)
 }

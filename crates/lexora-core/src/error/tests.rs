@@ -129,6 +129,13 @@ fn every_gateway_error_is_openai_shaped() {
             },
         ),
         (
+            "engine_unavailable",
+            GatewayError::EngineUnavailable {
+                message: "engine tiny/small exited while starting (exit status: 1)".into(),
+                retry_after: Duration::from_secs(2),
+            },
+        ),
+        (
             "invalid_config",
             GatewayError::InvalidConfig {
                 message: "configuration not reloaded: ...".into(),
@@ -175,4 +182,16 @@ fn retryable_only_for_transient_upstream_faults() {
         retry_after: None,
     };
     assert!(!bad.retryable());
+}
+
+#[test]
+fn engine_unavailable_says_when_to_retry() {
+    let error = GatewayError::EngineUnavailable {
+        message: "engine tiny/small was not ready within 30s".into(),
+        retry_after: Duration::from_millis(1500),
+    };
+    assert!(!error.retryable());
+    let response = error.into_response();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()[header::RETRY_AFTER], "2");
 }

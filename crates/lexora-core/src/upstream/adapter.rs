@@ -88,6 +88,10 @@ impl Adapter {
             BackendKind::OpenAiCompatible | BackendKind::Mock => Self::OpenAi {
                 native_messages: config.provider == "llamacpp",
             },
+            // llama-server speaks OpenAI's API and Anthropic's Messages.
+            BackendKind::Engine { .. } => Self::OpenAi {
+                native_messages: true,
+            },
         }
     }
 

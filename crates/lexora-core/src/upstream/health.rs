@@ -60,6 +60,21 @@ struct ModelEntry {
 
 /// Probes one backend once.
 pub async fn probe(backend: &Backend, timeout: Duration) -> BackendHealth {
+    if let Some(manager) = backend.engine() {
+        // Lexora starts the engine itself when a request needs it, so the
+        // backend can serve even while no process runs; one that failed
+        // last shows its error here.
+        return BackendHealth {
+            status: "reachable",
+            models: vec![manager.model().name.clone()],
+            latency_ms: None,
+            error: manager.status().last_error,
+            checked_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_secs()),
+        };
+    }
     let started = tokio::time::Instant::now();
     let request_id = HeaderValue::from_static("lexora-health-probe");
     let path = backend.adapter().models_path();
