@@ -104,3 +104,18 @@ fn version_and_help() {
     let (code, _, _) = lexora(&["server", "--help"], &[]);
     assert_eq!(code, 0, "`server` is an alias of `serve`");
 }
+
+#[test]
+fn lua_and_yaml_engine_examples_are_the_same_config() {
+    let check = |name: &str| {
+        let path = examples().join(name);
+        let (code, stdout, stderr) =
+            lexora(&["config", "check", path.to_str().expect("utf8")], &[]);
+        assert_eq!(code, 0, "{name}: {stderr}");
+        // Everything after the "FILE is valid" line.
+        stdout.lines().skip(1).collect::<Vec<_>>().join("\n")
+    };
+    let yaml = check("engines.yaml");
+    assert!(yaml.contains("ctx32k"), "{yaml}");
+    assert_eq!(yaml, check("engines.lua"));
+}
