@@ -186,6 +186,7 @@ pub async fn stats(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
                 "breaker_opened": policy.breaker.opened_total(),
                 "in_flight": policy.queue.in_flight(),
                 "waiting": {"high": high, "normal": normal, "low": low},
+                "engine": engine_view(b),
             });
             (b.name(), view)
         })
@@ -226,7 +227,15 @@ pub async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
         gauge!("lexora_circuit_breaker_state", "backend" => name.clone()).set(breaker);
         gauge!("lexora_backend_in_flight", "backend" => name.clone())
             .set(policy.queue.in_flight() as f64);
-        gauge!("lexora_queue_depth", "backend" => name).set(policy.queue.waiting() as f64);
+        gauge!("lexora_queue_depth", "backend" => name.clone()).set(policy.queue.waiting() as f64);
+        if let Some(engine) = engine_view(backend) {
+            gauge!("lexora_engine_ready", "backend" => name.clone())
+                .set(if engine.state == "ready" { 1.0 } else { 0.0 });
+            gauge!("lexora_engine_swaps", "backend" => name.clone()).set(engine.swaps as f64);
+            gauge!("lexora_engine_swap_seconds", "backend" => name.clone())
+                .set(engine.swap_seconds);
+            gauge!("lexora_engine_restarts", "backend" => name).set(engine.restarts as f64);
+        }
     }
     (
         [(

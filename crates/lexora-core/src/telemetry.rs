@@ -64,6 +64,48 @@ pub fn init_metrics() -> Result<PrometheusHandle, String> {
     );
     describe_counter!("lexora_errors_total", "Failed requests, by error kind.");
     describe_gauge!("lexora_requests_in_flight", "Requests being served now.");
+    describe_histogram!(
+        "lexora_queue_wait_seconds",
+        Unit::Seconds,
+        "Time requests waited for a free backend slot."
+    );
+    describe_gauge!("lexora_queue_depth", "Requests waiting for a backend slot.");
+    describe_gauge!(
+        "lexora_backend_in_flight",
+        "Requests in flight at each backend."
+    );
+    describe_gauge!(
+        "lexora_circuit_breaker_state",
+        "0 closed, 1 half-open, 2 open."
+    );
+    describe_counter!(
+        "lexora_rate_limited_total",
+        "Requests refused by a per-user limit, by dimension."
+    );
+    describe_counter!(
+        "lexora_retries_total",
+        "Attempts after a failed one, by backend."
+    );
+    describe_counter!(
+        "lexora_requests_by_priority_total",
+        "Requests finished, by priority."
+    );
+    describe_gauge!(
+        "lexora_engine_ready",
+        "1 when the backend's managed engine is ready."
+    );
+    describe_gauge!(
+        "lexora_engine_swaps",
+        "Variant swaps of a managed engine since start."
+    );
+    describe_gauge!(
+        "lexora_engine_swap_seconds",
+        "Time a managed engine spent swapping variants."
+    );
+    describe_gauge!(
+        "lexora_engine_restarts",
+        "Restarts of a managed engine after crashes."
+    );
     describe_gauge!(
         "lexora_backend_up",
         "1 when the backend's last health probe succeeded."

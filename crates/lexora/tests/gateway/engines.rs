@@ -143,6 +143,25 @@ async fn engine_backend_starts_swaps_refuses_and_cleans_up() {
     let pid = engine["pid"].as_u64().expect("engine pid");
     assert!(Path::new(&format!("/proc/{pid}")).exists());
 
+    let stats = get_json(&format!("{}/stats", gw.url)).await;
+    assert_eq!(stats["backends"]["local"]["engine"]["swaps"], 1, "{stats}");
+    let metrics = client()
+        .get(format!("{}/metrics", gw.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(r#"lexora_engine_swaps{backend="local"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"lexora_engine_ready{backend="local"} 1"#),
+        "{metrics}"
+    );
+
     // A reload with the same engine settings keeps the running engine.
     let reloaded = client()
         .post(format!("{}/admin/reload", gw.url))
