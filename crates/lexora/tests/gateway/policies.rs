@@ -7,10 +7,6 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-fn chat_url(gw: &Process) -> String {
-    format!("{}/v1/chat/completions", gw.url)
-}
-
 async fn post_with_key(url: &str, key: &str, body: Value) -> reqwest::Response {
     client()
         .post(url)
@@ -19,18 +15,6 @@ async fn post_with_key(url: &str, key: &str, body: Value) -> reqwest::Response {
         .send()
         .await
         .expect("send")
-}
-
-async fn error_code(response: reqwest::Response) -> (u16, String) {
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.expect("json");
-    (
-        status,
-        body["error"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-    )
 }
 
 #[tokio::test]

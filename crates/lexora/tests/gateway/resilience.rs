@@ -7,22 +7,6 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-fn chat_url(gw: &Process) -> String {
-    format!("{}/v1/chat/completions", gw.url)
-}
-
-async fn error_code(response: reqwest::Response) -> (u16, String) {
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.expect("json");
-    (
-        status,
-        body["error"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-    )
-}
-
 #[tokio::test]
 async fn retries_recover_from_transient_failures_honouring_retry_after() {
     let engine = mock(&["--chunks", "2"]);

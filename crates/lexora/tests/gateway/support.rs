@@ -237,3 +237,21 @@ pub fn sse_payloads(text: &str) -> Vec<Value> {
         .map(|data| serde_json::from_str(data).unwrap_or_else(|_| Value::String(data.to_owned())))
         .collect()
 }
+
+/// The chat completions URL of a gateway.
+pub fn chat_url(gw: &Process) -> String {
+    format!("{}/v1/chat/completions", gw.url)
+}
+
+/// The status and OpenAI error `code` of an error response.
+pub async fn error_code(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.expect("json");
+    (
+        status,
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}

@@ -12,27 +12,55 @@ const TOKEN: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n"
 const USAGE: &str = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":2,\"total_tokens\":9}}\n\n";
 const DONE: &str = "data: [DONE]\n\n";
 
-/// Relays `parts` (as separate upstream frames) and returns the frames the
-/// client saw and the recorder that counted the request.
-async fn relay(parts: Vec<&'static str>, strip_usage: bool) -> (Vec<String>, Arc<Recorder>) {
+/// A relay over `upstream` (after `first`) with a fresh recorder.
+fn relay_over<S>(
+    upstream: S,
+    first: Bytes,
+    strip_usage: bool,
+    within: Duration,
+) -> (SseRelay, Arc<Recorder>)
+where
+    S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+{
     let recorder = Arc::new(Recorder::default());
     let record = recorder.start(
         Endpoint::ChatCompletions,
         http::HeaderValue::from_static("t"),
     );
+    let relay = SseRelay::new(
+        Body::from_stream(upstream),
+        first,
+        record,
+        strip_usage,
+        Instant::now() + within,
+    );
+    (relay, recorder)
+}
+
+/// Everything the client receives from `relay`.
+async fn body_of(relay: SseRelay) -> Bytes {
+    relay
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default()
+}
+
+fn text(bytes: &Bytes) -> String {
+    String::from_utf8(bytes.to_vec()).expect("utf8")
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Relays `parts` (as separate upstream frames) and returns the frames the
+/// client saw and the recorder that counted the request.
+async fn relay(parts: Vec<&'static str>, strip_usage: bool) -> (Vec<String>, Arc<Recorder>) {
     let frames = futures_util::stream::iter(
         parts
             .into_iter()
-            .map(|p| Ok::<_, std::io::Error>(Bytes::from_static(p.as_bytes()))),
+            .map(|p| Ok(Bytes::from_static(p.as_bytes()))),
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut relay = SseRelay::new(
-        Body::from_stream(frames),
-        Bytes::new(),
-        record,
-        strip_usage,
-        deadline,
-    );
+    let (mut relay, recorder) = relay_over(frames, Bytes::new(), strip_usage, MINUTE);
     let mut seen = Vec::new();
     while let Some(frame) = relay.frame().await {
         let Ok(frame) = frame;
@@ -96,11 +124,6 @@ async fn crlf_events_and_a_missing_final_blank_line_work() {
 
 #[tokio::test]
 async fn upstream_failure_becomes_an_error_event() {
-    let recorder = Arc::new(Recorder::default());
-    let record = recorder.start(
-        Endpoint::ChatCompletions,
-        http::HeaderValue::from_static("t"),
-    );
     let frames = futures_util::stream::iter(vec![
         Ok(Bytes::from_static(TOKEN.as_bytes())),
         Err(std::io::Error::new(
@@ -108,20 +131,8 @@ async fn upstream_failure_becomes_an_error_event() {
             "reset",
         )),
     ]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let relay = SseRelay::new(
-        Body::from_stream(frames),
-        Bytes::new(),
-        record,
-        false,
-        deadline,
-    );
-    let bytes = relay
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    let text = String::from_utf8(bytes.to_vec()).expect("utf8");
+    let (relay, recorder) = relay_over(frames, Bytes::new(), false, MINUTE);
+    let text = text(&body_of(relay).await);
     assert!(text.starts_with(TOKEN), "{text}");
     assert!(text.contains("\"code\":\"upstream_reset\""), "{text}");
     assert!(text.ends_with("\n\n"));
@@ -130,26 +141,9 @@ async fn upstream_failure_becomes_an_error_event() {
 
 #[tokio::test(start_paused = true)]
 async fn deadline_ends_a_stalled_stream() {
-    let recorder = Arc::new(Recorder::default());
-    let record = recorder.start(
-        Endpoint::ChatCompletions,
-        http::HeaderValue::from_static("t"),
-    );
     let stalled = futures_util::stream::pending::<Result<Bytes, std::io::Error>>();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let relay = SseRelay::new(
-        Body::from_stream(stalled),
-        Bytes::new(),
-        record,
-        false,
-        deadline,
-    );
-    let bytes = relay
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    let text = String::from_utf8(bytes.to_vec()).expect("utf8");
+    let (relay, _) = relay_over(stalled, Bytes::new(), false, Duration::from_secs(5));
+    let text = text(&body_of(relay).await);
     assert!(text.contains("upstream_timeout"), "{text}");
 }
 
@@ -166,49 +160,19 @@ fn event_boundaries() {
 
 #[tokio::test]
 async fn the_first_chunk_read_ahead_is_sent_first() {
-    let recorder = Arc::new(Recorder::default());
-    let record = recorder.start(
-        Endpoint::ChatCompletions,
-        http::HeaderValue::from_static("t"),
-    );
-    let rest = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(
-        DONE.as_bytes(),
-    ))]);
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let rest = futures_util::stream::iter(vec![Ok(Bytes::from_static(DONE.as_bytes()))]);
     let first = Bytes::from(format!("{ROLE}{TOKEN}"));
-    let relay = SseRelay::new(Body::from_stream(rest), first, record, false, deadline);
-    let bytes = relay
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+    let (relay, _) = relay_over(rest, first, false, MINUTE);
+    let bytes = body_of(relay).await;
     assert_eq!(bytes, [ROLE, TOKEN, DONE].concat().as_bytes());
 }
 
 #[tokio::test]
 async fn an_event_that_never_ends_is_cut_off() {
-    let recorder = Arc::new(Recorder::default());
-    let record = recorder.start(
-        Endpoint::ChatCompletions,
-        http::HeaderValue::from_static("t"),
-    );
     let chunk = Bytes::from(vec![b'x'; 1024 * 1024]);
-    let frames =
-        futures_util::stream::iter((0..20).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let relay = SseRelay::new(
-        Body::from_stream(frames),
-        Bytes::new(),
-        record,
-        false,
-        deadline,
-    );
-    let bytes = relay
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    let text = String::from_utf8(bytes.to_vec()).expect("utf8");
+    let frames = futures_util::stream::iter((0..20).map(move |_| Ok(chunk.clone())));
+    let (relay, _) = relay_over(frames, Bytes::new(), false, MINUTE);
+    let text = text(&body_of(relay).await);
     assert!(text.contains("event_too_large"), "{text}");
     assert!(text.len() < 1024, "nothing of the oversized event was sent");
 }
