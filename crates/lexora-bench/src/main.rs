@@ -8,6 +8,7 @@
 //! ```text
 //! lexora-bench --url http://127.0.0.1:8001/v1/chat/completions --rate 1000 --duration 5
 //! lexora-bench --url http://127.0.0.1:8001/v1/chat/completions --connections 1
+//! lexora-bench --url http://127.0.0.1:8001/v1/chat/completions --requests 2000 --warmup 0
 //! ```
 
 mod load;
@@ -47,6 +48,10 @@ struct Cli {
     /// Measured seconds.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
+    /// Closed loop: stop after this many requests (warm-up included), or at
+    /// the end of `--duration`, whichever comes first.
+    #[arg(long, conflicts_with = "rate")]
+    requests: Option<u64>,
     /// Seconds of load before measuring.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
@@ -124,7 +129,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let client = request::client();
         match cli.rate {
             Some(rate) => load::open_loop(client, template, rate, window, cli.max_inflight).await,
-            None => load::closed_loop(client, template, cli.connections, window).await,
+            None => {
+                load::closed_loop(client, template, cli.connections, window, cli.requests).await
+            }
         }
     })?;
     let output = Output {

@@ -11,6 +11,13 @@ use crate::request::{Failure, Timings};
 /// Highest value a histogram tracks: 60 s in microseconds (larger values are clamped).
 const MAX_US: u64 = 60_000_000;
 
+/// Percentiles of the latency curve in the output (for plots): spaced so
+/// each "nine" of the tail gets points, as in HDR percentile plots.
+const CURVE: [f64; 17] = [
+    0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 97.5, 99.0, 99.5, 99.75, 99.9, 99.95, 99.975, 99.99,
+    99.999, 100.0,
+];
+
 /// The histograms and counters of one measured run.
 pub struct Recorder {
     /// Latency from the intended send time (open loop: the scheduled time).
@@ -98,6 +105,8 @@ pub struct Stats {
     pub p999: u64,
     /// Largest sample.
     pub max: u64,
+    /// `[percentile, value]` pairs at [`CURVE`]'s percentiles, for plots.
+    pub curve: Vec<(f64, u64)>,
 }
 
 impl Stats {
@@ -110,6 +119,10 @@ impl Stats {
             p99: histogram.value_at_quantile(0.99),
             p999: histogram.value_at_quantile(0.999),
             max: histogram.max(),
+            curve: CURVE
+                .iter()
+                .map(|&p| (p, histogram.value_at_quantile(p / 100.0)))
+                .collect(),
         }
     }
 }

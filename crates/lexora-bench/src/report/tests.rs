@@ -19,3 +19,24 @@ fn counts_errors_by_kind_and_rate() {
     assert!(summary.ttft_us.is_none());
     assert!((summary.achieved_rps - 1.0).abs() < 1e-9);
 }
+
+#[test]
+fn curve_is_monotonic_and_ends_at_max() {
+    let mut recorder = Recorder::new().expect("histograms");
+    let t = Instant::now();
+    for micros in 1..=1000 {
+        let timings = Timings {
+            done: Some(t + Duration::from_micros(micros)),
+            ..Timings::default()
+        };
+        recorder.record(t, t, Ok(timings));
+    }
+    let curve = recorder.summary(Duration::from_secs(1)).latency_us.curve;
+    assert_eq!(curve.len(), CURVE.len());
+    assert!(curve.windows(2).all(|w| w[0].1 <= w[1].1));
+    assert_eq!(curve.last().map(|&(p, v)| (p, v)), Some((100.0, 1000)));
+    assert_eq!(
+        curve.iter().find(|(p, _)| *p == 50.0).map(|c| c.1),
+        Some(500)
+    );
+}
