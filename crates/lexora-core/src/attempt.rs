@@ -19,7 +19,7 @@ use metrics::counter;
 use tokio::time::Instant;
 
 use crate::config::{BreakerConfig, QueueSettings, RetryConfig};
-use crate::engine::{EngineManager, EngineModel, EngineSettings};
+use crate::engine::{EngineManager, EngineModel, EngineSettings, Scheduler};
 use crate::error::GatewayError;
 use crate::parse::{ParsedRequest, Priority};
 use crate::queue::{BackendQueue, Permit, QueueConfig, QueueError};
@@ -41,6 +41,8 @@ pub struct BackendPolicy {
     /// The engine manager of a `type: engine` backend, kept across reloads
     /// so a reload does not start a second engine beside the running one.
     engine: std::sync::Mutex<Option<ManagedEngine>>,
+    /// The gateway's engine scheduler, which new engine managers join.
+    scheduler: Arc<Scheduler>,
 }
 
 type ManagedEngine = (EngineModel, EngineSettings, Arc<EngineManager>);
@@ -60,21 +62,23 @@ impl BackendPolicy {
                 return Arc::clone(manager);
             }
         }
-        let manager = EngineManager::new(model.clone(), settings.clone());
+        let manager = self.scheduler.manager(model.clone(), settings.clone());
         *slot = Some((model.clone(), settings.clone(), Arc::clone(&manager)));
         manager
     }
 
-    /// A fresh queue and a closed breaker.
+    /// A fresh queue and a closed breaker; engine managers join `scheduler`.
     pub fn new(
         max_concurrency: Option<usize>,
         queue: &QueueSettings,
         breaker: &BreakerConfig,
+        scheduler: Arc<Scheduler>,
     ) -> Arc<Self> {
         Arc::new(Self {
             queue: BackendQueue::new(queue_config(max_concurrency, queue)),
             breaker: Breaker::new(breaker.clone()),
             engine: std::sync::Mutex::new(None),
+            scheduler,
         })
     }
 
@@ -305,11 +309,10 @@ async fn attempt(
     let queue_wait = permit.waited();
     let request = plan.request;
     let sent = backend.forward(
-        request.endpoint,
-        &request.body,
+        request,
         model.or(request.model.as_deref()),
         model.is_some(),
-        request.max_tokens,
+        plan.priority,
         &record.request_id,
     );
     let (upstream, wire, lease) = tokio::time::timeout_at(plan.deadline, sent)

@@ -57,6 +57,8 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub metrics: MetricsConfig,
     pub policies: PolicyConfig,
+    /// How engine backends share memory (`engines`).
+    pub engines: crate::engine::ScheduleSettings,
     /// The merged, defaulted configuration as written (secrets stay masked
     /// when serialized); `config check` prints it.
     pub raw: RawConfig,
@@ -71,6 +73,9 @@ pub struct ServerConfig {
     pub port: u16,
     pub max_body_size: usize,
     pub shutdown_grace: Duration,
+    /// `listen_v4` and `listen_v6`; when any is set, these are the
+    /// listeners instead of `host:port`.
+    pub listen: Vec<std::net::SocketAddr>,
 }
 
 /// How Lexora talks to a backend.

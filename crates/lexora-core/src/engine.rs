@@ -26,6 +26,7 @@ mod idle;
 mod lease;
 mod manager;
 mod process;
+mod schedule;
 mod state;
 
 #[cfg(test)]
@@ -34,6 +35,7 @@ mod tests;
 pub use error::EngineError;
 pub use lease::Lease;
 pub use manager::{estimate_tokens, EngineManager};
+pub use schedule::{Claim, ScheduleSettings, ScheduleStatus, Scheduler};
 
 /// One way to run a model: the engine binary, its arguments, the context it
 /// gives each request.
@@ -49,7 +51,8 @@ pub struct Variant {
     /// Tokens one request may use (prompt plus answer). For llama-server
     /// this is `-c` divided by `-np`.
     pub context: u32,
-    /// Estimated memory use, for a later memory-budgeted scheduler.
+    /// Estimated memory use in MiB, counted against the scheduler's
+    /// `memory_budget_mb`.
     pub memory_mb: Option<u64>,
 }
 
@@ -144,6 +147,12 @@ pub struct EngineStatus {
     pub swap_time: Duration,
     /// Starts after a crash or failed start.
     pub restarts: u64,
+    /// Engine processes started, for any reason.
+    pub starts: u64,
+    /// Times the scheduler stopped this engine to make room for another.
+    pub evictions: u64,
+    /// Requests waiting for the scheduler to let this engine run.
+    pub waiting: usize,
     /// The last start failure or crash, for operators.
     pub last_error: Option<String>,
 }

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use crate::attempt::{self, BackendPolicy};
 use crate::config::{ApiKey, Config, ConfigError, PolicyConfig};
+use crate::engine::Scheduler;
 use crate::error::GatewayError;
 use crate::identify::{self, auth, auth::Keys};
 use crate::limit::{self, LimitSpec, Limiter, RateInfo};
@@ -50,6 +51,8 @@ pub struct Gateway {
     runtime: ArcSwap<Runtime>,
     /// Queues and breakers by backend name, kept across reloads.
     policies: Mutex<HashMap<String, Arc<BackendPolicy>>>,
+    /// Decides which local engines run; kept across reloads.
+    pub engines: Arc<Scheduler>,
     loader: ConfigLoader,
     /// Serializes reloads (SIGHUP and `/admin/reload` at once).
     reloading: tokio::sync::Mutex<()>,
@@ -89,13 +92,15 @@ impl Gateway {
         loader: ConfigLoader,
     ) -> Result<Arc<Self>, GatewayError> {
         let policies = Mutex::new(HashMap::new());
-        let runtime = build_runtime(config, &policies, None)?;
+        let engines = Scheduler::new(config.engines.clone());
+        let runtime = build_runtime(config, &policies, &engines, None)?;
         if runtime.keys.is_open() {
             tracing::warn!("no API keys configured: the gateway is open to every client (set auth.keys to require keys)");
         }
         Ok(Arc::new(Self {
             runtime: ArcSwap::from_pointee(runtime),
             policies,
+            engines,
             loader,
             reloading: tokio::sync::Mutex::new(()),
             recorder: Arc::new(Recorder::default()),
@@ -129,10 +134,11 @@ impl Gateway {
         let old = self.runtime();
         if config.server.host != old.config.server.host
             || config.server.port != old.config.server.port
+            || config.server.listen != old.config.server.listen
         {
-            tracing::warn!("server.host and server.port changes take effect at the next restart");
+            tracing::warn!("server.host, server.port and server.listen_v4/v6 changes take effect at the next restart");
         }
-        let runtime = build_runtime(config, &self.policies, Some(&old))?;
+        let runtime = build_runtime(config, &self.policies, &self.engines, Some(&old))?;
         if runtime.keys.is_open() {
             tracing::warn!("no API keys configured: the gateway is open to every client");
         }
@@ -328,6 +334,7 @@ async fn anthropic_error(response: &mut Response) {
 fn build_runtime(
     config: Config,
     policies: &Mutex<HashMap<String, Arc<BackendPolicy>>>,
+    engines: &Arc<Scheduler>,
     previous: Option<&Runtime>,
 ) -> Result<Runtime, GatewayError> {
     let mut policies = policies.lock().unwrap_or_else(|e| e.into_inner());
@@ -337,7 +344,12 @@ fn build_runtime(
     let mut chosen = Vec::with_capacity(config.backends.len());
     let routes = Routes::new(&config.backends, |backend| {
         let policy = policies.get(&backend.name).cloned().unwrap_or_else(|| {
-            BackendPolicy::new(backend.max_concurrency, &settings.queue, &settings.breaker)
+            BackendPolicy::new(
+                backend.max_concurrency,
+                &settings.queue,
+                &settings.breaker,
+                Arc::clone(engines),
+            )
         });
         chosen.push((
             backend.name.clone(),
@@ -353,6 +365,7 @@ fn build_runtime(
         policy.reconfigure(max_concurrency, &settings.queue, &settings.breaker);
         policies.insert(name, policy);
     }
+    engines.reconfigure(config.engines.clone());
     // Backends that are gone take their queue and breaker with them.
     policies.retain(|name, _| config.backends.iter().any(|b| &b.name == name));
     if let Some(previous) = previous {

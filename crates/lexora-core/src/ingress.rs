@@ -60,11 +60,12 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
 }
 
-/// Serves until `shutdown` fires, then lets in-flight requests and streams
-/// finish for `server.shutdown_grace` before returning.
+/// Serves on every listener until `shutdown` fires, then lets in-flight
+/// requests and streams finish for `server.shutdown_grace` before
+/// returning.
 pub async fn serve(
     gateway: Arc<Gateway>,
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     metrics_listener: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
@@ -123,17 +124,21 @@ pub async fn serve(
     }
 
     let grace = gateway.runtime().config.server.shutdown_grace;
-    let listener = listener.tap_io(|tcp| {
-        // Small SSE chunks must leave at once, not wait for Nagle.
-        let _ = tcp.set_nodelay(true);
-    });
     let engines = Arc::clone(&gateway);
-    let server = axum::serve(listener, router(gateway))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
+    let routes = router(gateway);
+    let servers = listeners.into_iter().map(|listener| {
+        let listener = listener.tap_io(|tcp| {
+            // Small SSE chunks must leave at once, not wait for Nagle.
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, routes.clone())
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future()
+    });
+    let server = futures_util::future::try_join_all(servers);
     tokio::pin!(server);
     let result = tokio::select! {
-        result = &mut server => result,
+        result = &mut server => result.map(drop),
         () = async {
             shutdown.cancelled().await;
             tracing::info!(grace_seconds = grace.as_secs_f64(), "shutting down: draining in-flight requests");

@@ -28,7 +28,7 @@ use crate::config::{BackendConfig, BackendKind};
 use crate::engine::{EngineError, EngineManager, Lease};
 use crate::error::GatewayError;
 use crate::mock::MockEngine;
-use crate::parse::Endpoint;
+use crate::parse::{ParsedRequest, Priority};
 
 pub mod adapter;
 pub mod health;
@@ -155,30 +155,32 @@ impl Backend {
 
     /// Sends a client request in this backend's dialect: `model` is the
     /// public model to ask for (mapped to the provider's id here);
-    /// `renamed` says it differs from the body's; `max_tokens` is the
-    /// request's, for picking an engine variant. Returns the answer head,
-    /// the API its body speaks and, for engine backends, the lease that
-    /// must be held until the answer is over.
+    /// `renamed` says it differs from the body's. Engine backends pick a
+    /// variant from the request's size and wait their turn by `priority`.
+    /// Returns the answer head, the API its body speaks and, for engine
+    /// backends, the lease that must be held until the answer is over.
     pub async fn forward(
         &self,
-        endpoint: Endpoint,
-        body: &Bytes,
+        request: &ParsedRequest,
         model: Option<&str>,
         renamed: bool,
-        max_tokens: Option<u64>,
+        priority: Priority,
         request_id: &HeaderValue,
     ) -> Result<(Response<Body>, Wire, Option<Lease>), GatewayError> {
         let mapped = model
             .and_then(|m| self.config.upstream_models.get(m))
             .map(String::as_str);
         let outbound = self.adapter.prepare(
-            endpoint,
-            body,
+            request.endpoint,
+            &request.body,
             mapped.or(model),
             renamed || mapped.is_some(),
         )?;
         let lease = match self.engine() {
-            Some(manager) => Some(self.lease_engine(manager, body, max_tokens).await?),
+            Some(manager) => Some(
+                self.lease_engine(manager, &request.body, request.max_tokens, priority)
+                    .await?,
+            ),
             None => None,
         };
         let base = lease.as_ref().map(|l| l.base_url.as_str());
@@ -194,25 +196,21 @@ impl Backend {
         Ok((response, outbound.wire, lease))
     }
 
-    /// Picks the smallest variant whose context fits the prompt plus
-    /// `max_tokens`, and leases it (starting or swapping engines).
+    /// Leases an engine whose context fits the prompt plus `max_tokens`
+    /// (starting or swapping engines when the scheduler lets it).
     async fn lease_engine(
         &self,
         manager: &Arc<EngineManager>,
         body: &Bytes,
         max_tokens: Option<u64>,
+        priority: Priority,
     ) -> Result<Lease, GatewayError> {
         let prompt = manager.count_tokens(&prompt_text(body)).await;
         let answer =
             u32::try_from(max_tokens.unwrap_or(DEFAULT_ENGINE_MAX_TOKENS)).unwrap_or(u32::MAX);
         let needed = prompt.saturating_add(answer);
-        let variant = manager
-            .select(needed)
-            .map_err(|e| self.engine_error(manager, &e))?
-            .name
-            .clone();
         manager
-            .acquire(&variant)
+            .lease(needed, priority)
             .await
             .map_err(|e| self.engine_error(manager, &e))
     }

@@ -159,13 +159,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
 
-    let address = (config.server.host.as_str(), config.server.port);
-    let listener = TcpListener::bind(address).await.with_context(|| {
-        format!(
-            "listening on {}:{} (server.host, server.port)",
-            address.0, address.1
-        )
-    })?;
+    let listeners = bind_listeners(&config.server).await?;
     let metrics_listener = match config.metrics.port.filter(|_| config.metrics.enabled) {
         Some(port) => Some(
             TcpListener::bind((config.server.host.as_str(), port))
@@ -174,8 +168,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let local = listener
-        .local_addr()
+    let locals = listeners
+        .iter()
+        .map(TcpListener::local_addr)
+        .collect::<Result<Vec<_>, _>>()
         .context("reading the listen address")?;
 
     match &config.file {
@@ -204,12 +200,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     let gateway = Gateway::new(config, metrics, loader).map_err(|e| anyhow!("{e}"))?;
 
-    announce("lexora listening on", local);
-    tracing::info!(address = %local, version = status::VERSION, "lexora listening");
+    for local in locals {
+        announce("lexora listening on", local);
+        tracing::info!(address = %local, version = status::VERSION, "lexora listening");
+    }
     let shutdown = CancellationToken::new();
     let signals = shutdown_on_signal(shutdown.clone());
     let reloads = reload_on_sighup(Arc::clone(&gateway));
-    let result = ingress::serve(gateway, listener, metrics_listener, shutdown).await;
+    let result = ingress::serve(gateway, listeners, metrics_listener, shutdown).await;
     signals.abort();
     reloads.abort();
     tracing::info!("lexora stopped");
@@ -245,6 +243,35 @@ async fn mock(args: MockArgs) -> anyhow::Result<()> {
 
 /// The one line on stdout: scripts and tests read the bound address here
 /// (useful with `--port 0`).
+/// `server.listen_v4` / `listen_v6` when set (seed 004), else
+/// `server.host:port`.
+async fn bind_listeners(server: &config::ServerConfig) -> anyhow::Result<Vec<TcpListener>> {
+    if server.listen.is_empty() {
+        let address = (server.host.as_str(), server.port);
+        let listener = TcpListener::bind(address).await.with_context(|| {
+            format!(
+                "listening on {}:{} (server.host, server.port)",
+                address.0, address.1
+            )
+        })?;
+        return Ok(vec![listener]);
+    }
+    let mut listeners = Vec::with_capacity(server.listen.len());
+    for address in &server.listen {
+        let key = if address.is_ipv4() {
+            "server.listen_v4"
+        } else {
+            "server.listen_v6"
+        };
+        listeners.push(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("listening on {address} ({key})"))?,
+        );
+    }
+    Ok(listeners)
+}
+
 fn announce(what: &str, address: SocketAddr) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();

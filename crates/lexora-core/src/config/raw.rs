@@ -36,6 +36,29 @@ pub struct RawConfig {
     pub fallbacks: IndexMap<String, Vec<String>>,
     pub logging: RawLogging,
     pub metrics: RawMetrics,
+    /// How `type: engine` backends share the machine.
+    pub engines: RawEngines,
+}
+
+/// `engines`: the scheduler of local engine processes.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawEngines {
+    /// MiB the engines may use together (each variant's `memory_mb`);
+    /// absent: every model's engine may run at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_budget_mb: Option<u64>,
+    /// Seconds a busy engine stays loaded before another may replace it.
+    pub min_loaded: f64,
+}
+
+impl Default for RawEngines {
+    fn default() -> Self {
+        Self {
+            memory_budget_mb: None,
+            min_loaded: 10.0,
+        }
+    }
 }
 
 /// `server` as written.
@@ -48,6 +71,13 @@ pub struct RawServer {
     pub max_body_size: u64,
     /// Seconds in-flight requests get to finish after SIGTERM.
     pub shutdown_grace: f64,
+    /// An IPv4 address to listen on, e.g. `"127.0.0.1:7777"` (seed 004);
+    /// with `listen_v6`, replaces `host`/`port`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_v4: Option<String>,
+    /// An IPv6 address to listen on, e.g. `"[::1]:7777"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_v6: Option<String>,
 }
 
 impl Default for RawServer {
@@ -57,6 +87,8 @@ impl Default for RawServer {
             port: 8001,
             max_body_size: 32 * 1024 * 1024,
             shutdown_grace: 30.0,
+            listen_v4: None,
+            listen_v6: None,
         }
     }
 }

@@ -1,16 +1,17 @@
 //! Checks values and builds the typed [`Config`] from a [`RawConfig`].
 
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::time::Duration;
 
 use url::Url;
 
-use super::raw::{RawApiKey, RawBackend, RawConfig, RawEngine};
+use super::raw::{RawApiKey, RawBackend, RawConfig, RawEngine, RawEngines, RawServer};
 use super::{
     ApiKey, AuthConfig, BackendConfig, BackendKind, BreakerConfig, Config, ConfigError,
     HealthConfig, Layers, LimitsConfig, LogFormat, LoggingConfig, MetricsConfig, MockConfig,
     PolicyConfig, QueueSettings, RetryConfig, ServerConfig,
 };
-use crate::engine::{EngineModel, EngineSettings, Variant};
+use crate::engine::{EngineModel, EngineSettings, ScheduleSettings, Variant};
 use crate::parse::Priority;
 
 /// The largest number of seconds (or rate) a setting may hold: a year.
@@ -96,6 +97,7 @@ pub(super) fn validate(raw: RawConfig, layers: &Layers) -> Result<Config, Config
         shutdown_grace: Duration::from_secs_f64(
             check.non_negative("server.shutdown_grace", raw.server.shutdown_grace)?,
         ),
+        listen: listen_addresses(&check, &raw.server)?,
     };
 
     let default_timeout = check.seconds("vllm.timeout", raw.vllm.timeout)?;
@@ -173,6 +175,7 @@ pub(super) fn validate(raw: RawConfig, layers: &Layers) -> Result<Config, Config
     };
 
     let policies = validate_policies(&check, &raw, layers)?;
+    let engines = validate_engines(&check, &raw.engines, &backends)?;
 
     let metrics = MetricsConfig {
         enabled: raw.metrics.enabled,
@@ -187,8 +190,82 @@ pub(super) fn validate(raw: RawConfig, layers: &Layers) -> Result<Config, Config
         logging,
         metrics,
         policies,
+        engines,
         file: layers.file.clone(),
         raw,
+    })
+}
+
+/// `server.listen_v4` / `server.listen_v6`: socket addresses of the right
+/// family.
+fn listen_addresses(
+    check: &Checker<'_>,
+    server: &RawServer,
+) -> Result<Vec<SocketAddr>, ConfigError> {
+    let mut listen = Vec::new();
+    if let Some(text) = &server.listen_v4 {
+        let address: SocketAddrV4 = text.trim().parse().map_err(|_| {
+            check.fail(
+                "server.listen_v4",
+                format!("`{text}` is not an IPv4 address and port like \"127.0.0.1:7777\""),
+            )
+        })?;
+        listen.push(address.into());
+    }
+    if let Some(text) = &server.listen_v6 {
+        let address: SocketAddrV6 = text.trim().parse().map_err(|_| {
+            check.fail(
+                "server.listen_v6",
+                format!("`{text}` is not an IPv6 address and port like \"[::1]:7777\""),
+            )
+        })?;
+        listen.push(address.into());
+    }
+    Ok(listen)
+}
+
+/// `engines`: the budget must fit every variant, and with a budget every
+/// variant must say how much memory it needs.
+fn validate_engines(
+    check: &Checker<'_>,
+    raw: &RawEngines,
+    backends: &[BackendConfig],
+) -> Result<ScheduleSettings, ConfigError> {
+    let min_loaded =
+        Duration::from_secs_f64(check.non_negative("engines.min_loaded", raw.min_loaded)?);
+    if let Some(budget) = raw.memory_budget_mb {
+        if budget == 0 {
+            return Err(check.fail("engines.memory_budget_mb", "must be at least 1 MiB"));
+        }
+        for backend in backends {
+            let BackendKind::Engine { model, .. } = &backend.kind else {
+                continue;
+            };
+            // Variants are listed in the order written.
+            for (i, variant) in model.variants.iter().enumerate() {
+                let key = format!("backends.{}.engine.variants[{i}].memory_mb", backend.name);
+                match variant.memory_mb {
+                    None => {
+                        return Err(
+                            check.fail(&key, "is required when engines.memory_budget_mb is set")
+                        )
+                    }
+                    Some(mb) if mb > budget => {
+                        return Err(check.fail(
+                            &key,
+                            format!(
+                                "{mb} MiB does not fit engines.memory_budget_mb ({budget} MiB)"
+                            ),
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    Ok(ScheduleSettings {
+        memory_budget_mb: raw.memory_budget_mb,
+        min_loaded,
     })
 }
 

@@ -79,6 +79,8 @@ pub struct Lease {
     /// PID of the engine process.
     pub pid: u32,
     gate: Arc<Gate>,
+    /// The scheduler's permission, released with the lease.
+    pub(crate) claim: Option<super::Claim>,
 }
 
 impl Lease {
@@ -89,6 +91,7 @@ impl Lease {
             variant,
             pid,
             gate,
+            claim: None,
         }
     }
 }

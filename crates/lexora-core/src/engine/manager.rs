@@ -2,7 +2,7 @@
 //! swapping, restarting after crashes, unloading, shutdown.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use tokio::time::{sleep, sleep_until, Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -11,8 +11,10 @@ use tokio_util::task::TaskTracker;
 use super::client::EngineHttp;
 use super::lease::{Gate, Lease};
 use super::process::{EngineProcess, Labels, KILL_WAIT};
+use super::schedule::{Reason, Scheduler, SlotId};
 use super::state::{lock, Running, Shared, Transition};
 use super::{idle, EngineError, EngineModel, EngineSettings, EngineState, EngineStatus, Variant};
+use crate::parse::Priority;
 
 /// How often a starting engine is asked for `/health`; llama-server with a
 /// small model is ready within ~0.1 s, so poll often.
@@ -35,6 +37,9 @@ pub struct EngineManager {
     /// Output readers, process watchers and the idle task.
     tasks: TaskTracker,
     idle_task_started: AtomicBool,
+    /// The scheduler deciding when this engine may load, if any; then it
+    /// (not this manager's own idle task) unloads idle engines.
+    scheduler: OnceLock<(Weak<Scheduler>, SlotId)>,
 }
 
 impl EngineManager {
@@ -51,7 +56,13 @@ impl EngineManager {
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
             idle_task_started: AtomicBool::new(false),
+            scheduler: OnceLock::new(),
         })
+    }
+
+    /// Put this manager under `scheduler` as `slot`.
+    pub(super) fn attach(&self, scheduler: Weak<Scheduler>, slot: SlotId) {
+        let _ = self.scheduler.set((scheduler, slot));
     }
 
     /// The model this manager runs.
@@ -61,15 +72,55 @@ impl EngineManager {
 
     /// The smallest variant whose context fits `needed` tokens.
     pub fn select(&self, needed: u32) -> Result<&Variant, EngineError> {
+        self.select_index(needed).map(|i| &self.model.variants[i])
+    }
+
+    fn select_index(&self, needed: u32) -> Result<usize, EngineError> {
         self.model
             .variants
             .iter()
-            .find(|v| v.context >= needed)
+            .position(|v| v.context >= needed)
             .ok_or_else(|| EngineError::NoVariantFits {
                 model: self.model.name.clone(),
                 needed,
                 largest: self.model.variants.last().map_or(0, |v| v.context),
             })
+    }
+
+    /// A lease on an engine that can serve a request of `needed` tokens.
+    /// Under a [`Scheduler`], waits (by `priority`) until it lets this
+    /// model's engine run, and may get a larger variant that is already
+    /// loaded; alone, acquires the smallest variant that fits.
+    pub async fn lease(
+        self: &Arc<Self>,
+        needed: u32,
+        priority: Priority,
+    ) -> Result<Lease, EngineError> {
+        let smallest = self.select_index(needed)?;
+        let Some((scheduler, slot)) = self
+            .scheduler
+            .get()
+            .and_then(|(s, slot)| Some((s.upgrade()?, *slot)))
+        else {
+            return self.acquire_index(smallest).await;
+        };
+        let claim = tokio::select! {
+            claim = scheduler.admit(slot, smallest, priority) => claim,
+            () = self.cancel.cancelled() => None,
+        };
+        drop(scheduler);
+        let claim = claim.ok_or_else(|| self.shutting_down())?;
+        let mut lease = self.acquire_index(claim.variant).await?;
+        lease.claim = Some(claim);
+        Ok(lease)
+    }
+
+    /// Requests the scheduler keeps waiting for this engine.
+    fn waiting(&self) -> usize {
+        self.scheduler
+            .get()
+            .and_then(|(s, slot)| Some(s.upgrade()?.waiting(*slot)))
+            .unwrap_or(0)
     }
 
     /// Token count of a prompt: from the running engine's `POST /tokenize`
@@ -95,7 +146,11 @@ impl EngineManager {
 
     /// A snapshot for status endpoints.
     pub fn status(&self) -> EngineStatus {
-        lock(&self.shared).status(&self.model)
+        let waiting = self.waiting();
+        EngineStatus {
+            waiting,
+            ..lock(&self.shared).status(&self.model)
+        }
     }
 
     /// Ensure `variant` runs and is ready, and lease it. Swaps out another
@@ -103,6 +158,10 @@ impl EngineManager {
     /// a crashed engine after `restart_backoff`.
     pub async fn acquire(self: &Arc<Self>, variant: &str) -> Result<Lease, EngineError> {
         let index = self.variant_index(variant)?;
+        self.acquire_index(index).await
+    }
+
+    async fn acquire_index(self: &Arc<Self>, index: usize) -> Result<Lease, EngineError> {
         let _turn = self.turn.lock().await;
         let transition = Transition(&self.shared);
         if lock(&self.shared).shut_down {
@@ -115,6 +174,7 @@ impl EngineManager {
         let swap_started = self.stop_other(&transition, index).await?;
         let restarting = self.wait_backoff().await?;
         transition.set(EngineState::Starting, Some(index));
+        let start_begun = Instant::now();
         let running = match self.start(index).await {
             Ok(running) => running,
             Err(error) => {
@@ -130,12 +190,18 @@ impl EngineManager {
             let mut shared = lock(&self.shared);
             shared.current = Some(running);
             shared.crashed_at = None;
+            shared.starts += 1;
             if restarting {
                 shared.restarts += 1;
             }
             if let Some(started) = swap_started {
                 shared.swaps += 1;
                 shared.swap_time += started.elapsed();
+            }
+            // The scheduler stopped another variant for this one.
+            if let Some((_, stop_took)) = shared.evicted.take().filter(|(old, _)| *old != index) {
+                shared.swaps += 1;
+                shared.swap_time += stop_took + start_begun.elapsed();
             }
         }
         drop(transition);
@@ -183,6 +249,34 @@ impl EngineManager {
             self.stop(&running, "idle").await;
             lock(&self.shared).current = None;
         }
+    }
+
+    /// Stop the engine for the scheduler: after its leases drained, or at
+    /// once when `forced` (the drain timeout passed).
+    pub(super) async fn unload(&self, reason: Reason, forced: bool) {
+        let _turn = self.turn.lock().await;
+        let Some(running) = lock(&self.shared).current.clone() else {
+            return;
+        };
+        if forced {
+            tracing::warn!(
+                target: "lexora::engine",
+                model = %self.model.name,
+                leases = running.gate.held(),
+                "drain timeout passed; stopping the engine under its remaining requests"
+            );
+        }
+        let begun = Instant::now();
+        self.stop(&running, reason.as_str()).await;
+        let mut shared = lock(&self.shared);
+        shared.current = None;
+        shared.evicted = match reason {
+            Reason::Evict => {
+                shared.evictions += 1;
+                Some((running.variant, begun.elapsed()))
+            }
+            Reason::Idle => None,
+        };
     }
 
     fn variant_index(&self, variant: &str) -> Result<usize, EngineError> {
@@ -339,6 +433,9 @@ impl EngineManager {
         let Some(ttl) = self.settings.idle_unload else {
             return;
         };
+        if self.scheduler.get().is_some() {
+            return;
+        }
         if !self.idle_task_started.swap(true, Ordering::Relaxed) {
             self.tasks
                 .spawn(idle::run(Arc::downgrade(self), ttl, self.cancel.clone()));

@@ -44,6 +44,14 @@ pub(super) struct Shared {
     pub swaps: u64,
     pub swap_time: Duration,
     pub restarts: u64,
+    /// Engine processes started (first start, swaps, restarts, reloads
+    /// after an eviction or idle unload).
+    pub starts: u64,
+    /// Engines stopped by the scheduler to make room for another.
+    pub evictions: u64,
+    /// The variant the scheduler last evicted and how long stopping it
+    /// took: starting another variant next completes a swap.
+    pub evicted: Option<(usize, Duration)>,
     pub last_error: Option<String>,
 }
 
@@ -77,6 +85,9 @@ impl Shared {
             swaps: self.swaps,
             swap_time: self.swap_time,
             restarts: self.restarts,
+            starts: self.starts,
+            evictions: self.evictions,
+            waiting: 0,
             last_error: self.last_error.clone(),
         }
     }
