@@ -48,6 +48,9 @@ struct EngineView {
     swaps: u64,
     swap_seconds: f64,
     restarts: u64,
+    starts: u64,
+    evictions: u64,
+    waiting: usize,
     last_error: Option<String>,
 }
 
@@ -62,6 +65,9 @@ fn engine_view(backend: &Backend) -> Option<EngineView> {
         swaps: status.swaps,
         swap_seconds: status.swap_time.as_secs_f64(),
         restarts: status.restarts,
+        starts: status.starts,
+        evictions: status.evictions,
+        waiting: status.waiting,
         last_error: status.last_error,
     })
 }
@@ -197,6 +203,15 @@ pub async fn stats(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
             json!(gateway.started.elapsed().as_secs()),
         );
         map.insert("limited_users".into(), json!(gateway.limiter.users()));
+        let engines = gateway.engines.status();
+        map.insert(
+            "engine_memory".into(),
+            json!({
+                "budget_mb": engines.memory_budget_mb,
+                "used_mb": engines.memory_used_mb,
+                "waiting": engines.waiting,
+            }),
+        );
         map.insert("backends".into(), json!(backends));
     }
     Json(value)
@@ -234,7 +249,11 @@ pub async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
             gauge!("lexora_engine_swaps", "backend" => name.clone()).set(engine.swaps as f64);
             gauge!("lexora_engine_swap_seconds", "backend" => name.clone())
                 .set(engine.swap_seconds);
-            gauge!("lexora_engine_restarts", "backend" => name).set(engine.restarts as f64);
+            gauge!("lexora_engine_restarts", "backend" => name.clone()).set(engine.restarts as f64);
+            gauge!("lexora_engine_starts", "backend" => name.clone()).set(engine.starts as f64);
+            gauge!("lexora_engine_evictions", "backend" => name.clone())
+                .set(engine.evictions as f64);
+            gauge!("lexora_engine_waiting", "backend" => name).set(engine.waiting as f64);
         }
     }
     (
@@ -265,8 +284,25 @@ pub async fn models(State(gateway): State<Arc<Gateway>>, headers: http::HeaderMa
         .routes
         .models()
         .into_iter()
-        .filter(|(id, _)| key.as_ref().is_none_or(|k| k.models.is_empty() || k.models.contains(id)))
-        .map(|(id, backend)| json!({"id": id, "object": "model", "created": created, "owned_by": backend}))
+        .filter(|(id, _)| {
+            key.as_ref()
+                .is_none_or(|k| k.models.is_empty() || k.models.contains(id))
+        })
+        .map(|(id, backend)| {
+            let mut model =
+                json!({"id": id, "object": "model", "created": created, "owned_by": backend});
+            // Local engines: whether asking now means waiting for a start.
+            let engine = runtime
+                .routes
+                .backends()
+                .iter()
+                .find(|b| b.name() == backend)
+                .and_then(|b| engine_view(b));
+            if let Some(engine) = engine {
+                model["engine"] = json!(engine);
+            }
+            model
+        })
         .collect();
     Json(json!({"object": "list", "data": data})).into_response()
 }

@@ -107,6 +107,18 @@ pub fn init_metrics() -> Result<PrometheusHandle, String> {
         "Restarts of a managed engine after crashes."
     );
     describe_gauge!(
+        "lexora_engine_starts",
+        "Engine processes started for a backend, for any reason."
+    );
+    describe_gauge!(
+        "lexora_engine_evictions",
+        "Times the scheduler stopped a backend's engine to make room for another."
+    );
+    describe_gauge!(
+        "lexora_engine_waiting",
+        "Requests waiting for the scheduler to let a backend's engine run."
+    );
+    describe_gauge!(
         "lexora_backend_up",
         "1 when the backend's last health probe succeeded."
     );

@@ -85,11 +85,14 @@ impl Backend {
                 Transport::InProcess(MockEngine::new(config.mock.clone()).router())
             }
             (BackendKind::Engine { model, settings }, _) => Transport::Engine {
-                client: Box::new(http_client(config.connect_timeout)?),
+                client: Box::new(http_client(config.connect_timeout, false)?),
                 manager: policy.engine_manager(model, settings),
             },
             (_, Some(url)) => Transport::Http {
-                client: Box::new(http_client(config.connect_timeout)?),
+                client: Box::new(http_client(
+                    config.connect_timeout,
+                    config.provider != "llamacpp",
+                )?),
                 base: url.as_str().trim_end_matches('/').to_owned(),
             },
             (_, None) => {
@@ -343,7 +346,12 @@ fn prompt_text(body: &Bytes) -> String {
     out
 }
 
-fn http_client(connect_timeout: Duration) -> Result<HttpClient, GatewayError> {
+/// `keep_idle`: pool idle connections for reuse. Not for llama-server: its
+/// HTTP server gives each connection a thread of a small pool until the
+/// connection closes or idles for 5 s, so idle pooled connections starve
+/// the new ones of a burst (seen: requests stalled in steps of 5 s).
+/// Closing after each answer costs a loopback handshake per request.
+fn http_client(connect_timeout: Duration, keep_idle: bool) -> Result<HttpClient, GatewayError> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));
@@ -357,7 +365,7 @@ fn http_client(connect_timeout: Duration) -> Result<HttpClient, GatewayError> {
         .wrap_connector(http);
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
+        .pool_max_idle_per_host(if keep_idle { 1024 } else { 0 })
         .build(https))
 }
 

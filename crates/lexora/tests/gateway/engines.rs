@@ -68,28 +68,52 @@ fn tiny_model(dir: &Path) -> PathBuf {
     model
 }
 
-fn config(binary: &Path, model: &Path) -> String {
-    let variant = |name: &str, context: u32| {
-        format!(
-            "        - name: {name}\n          binary: {binary}\n          args: [\"-m\", \"{model}\", \"-c\", \"{context}\", \"-np\", \"1\"]\n          context: {context}\n",
-            binary = binary.display(),
-            model = model.display(),
-        )
-    };
+/// One `engine.variants` entry running `model` with `context` tokens.
+fn variant(binary: &Path, model: &Path, name: &str, context: u32, memory_mb: u64) -> String {
     format!(
-        "retry:\n  max_retries: 0\nrate_limit:\n  enabled: false\nbackends:\n  local:\n    type: engine\n    timeout: 60\n    models:\n      - name: tiny\n    engine:\n      ready_timeout: 30\n      stop_timeout: 5\n      variants:\n{}{}",
-        variant("small", 512),
-        variant("large", 2048),
+        "        - name: {name}\n          binary: {binary}\n          args: [\"-m\", \"{model}\", \"-c\", \"{context}\", \"-np\", \"1\"]\n          context: {context}\n          memory_mb: {memory_mb}\n",
+        binary = binary.display(),
+        model = model.display(),
+    )
+}
+
+/// A `type: engine` backend `name` serving model `model_name`; `extra` goes
+/// into its `engine` section.
+fn engine_backend(name: &str, model_name: &str, extra: &str, variants: &[String]) -> String {
+    format!(
+        "  {name}:\n    type: engine\n    timeout: 60\n    models:\n      - name: {model_name}\n    engine:\n      ready_timeout: 30\n      stop_timeout: 5\n{extra}      variants:\n{}",
+        variants.concat()
+    )
+}
+
+const POLICIES_OFF: &str = "retry:\n  max_retries: 0\nrate_limit:\n  enabled: false\n";
+
+fn config(binary: &Path, model: &Path) -> String {
+    format!(
+        "{POLICIES_OFF}backends:\n{}",
+        engine_backend(
+            "local",
+            "tiny",
+            "",
+            &[
+                variant(binary, model, "small", 512, 100),
+                variant(binary, model, "large", 2048, 200),
+            ]
+        )
     )
 }
 
 async fn chat(url: &str, words: usize) -> (u16, Value) {
+    chat_model(url, "tiny", words).await
+}
+
+async fn chat_model(url: &str, model: &str, words: usize) -> (u16, Value) {
     let prompt = vec!["hello"; words].join(" ");
     let response = client()
         .post(format!("{url}/v1/chat/completions"))
         .timeout(Duration::from_secs(60))
         .json(&json!({
-            "model": "tiny",
+            "model": model,
             "max_tokens": 8,
             "messages": [{"role": "user", "content": prompt}],
         }))
@@ -189,5 +213,158 @@ async fn engine_backend_starts_swaps_refuses_and_cleans_up() {
     assert!(
         !Path::new(&format!("/proc/{pid}")).exists(),
         "engine {pid} outlived lexora"
+    );
+}
+
+async fn engine_of(url: &str, backend: &str) -> Value {
+    get_json(&format!("{url}/health")).await["backends"][backend]["engine"].clone()
+}
+
+async fn wait_engine(
+    url: &str,
+    backend: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    for _ in 0..200 {
+        let engine = engine_of(url, backend).await;
+        if check(&engine) {
+            return engine;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: {}", engine_of(url, backend).await);
+}
+
+/// Through the gateway: an idle engine unloads after its TTL (the scheduler
+/// does it), the next request starts it again, and an engine killed with
+/// SIGKILL is restarted for the next request.
+#[tokio::test]
+async fn idle_engines_unload_and_killed_ones_restart() {
+    let dir = TempDir::new();
+    let model = tiny_model(&dir.0);
+    let binary = llama_server();
+    let config = format!(
+        "{POLICIES_OFF}backends:\n{}",
+        engine_backend(
+            "local",
+            "tiny",
+            "      idle_unload: 1\n      restart_backoff: 0.2\n",
+            &[variant(&binary, &model, "small", 512, 100)]
+        )
+    );
+    let gw = gateway(&config);
+
+    let (status, body) = chat(&gw.url, 3).await;
+    assert_eq!(status, 200, "{body}\n{}", gw.stderr());
+    let engine = engine_of(&gw.url, "local").await;
+    let pid = engine["pid"].as_u64().expect("pid");
+    let engine = wait_engine(&gw.url, "local", "idle unload", |e| e["state"] == "stopped").await;
+    assert!(engine["pid"].is_null(), "{engine}");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "engine {pid} still runs"
+    );
+
+    let (status, body) = chat(&gw.url, 3).await;
+    assert_eq!(status, 200, "after the unload: {body}\n{}", gw.stderr());
+    let engine = engine_of(&gw.url, "local").await;
+    assert_eq!(engine["starts"], 2, "{engine}");
+    let pid = engine["pid"].as_u64().expect("pid");
+
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    wait_engine(&gw.url, "local", "crash noticed", |e| {
+        e["state"] == "crashed"
+    })
+    .await;
+    let (status, body) = chat(&gw.url, 3).await;
+    assert_eq!(status, 200, "after the crash: {body}\n{}", gw.stderr());
+    let engine = engine_of(&gw.url, "local").await;
+    assert_eq!(engine["restarts"], 1, "{engine}");
+    assert_eq!(engine["state"], "ready", "{engine}");
+    assert_ne!(engine["pid"].as_u64(), Some(pid), "{engine}");
+}
+
+/// Two models with memory for one (seed 004 with llama-swap's problem): a
+/// mixed burst of requests for both is served in batches, with few engine
+/// starts and every request answered.
+#[tokio::test]
+async fn a_mixed_burst_for_two_models_with_room_for_one() {
+    let dir = TempDir::new();
+    let model = tiny_model(&dir.0);
+    let binary = llama_server();
+    let config = format!(
+        "{POLICIES_OFF}engines:\n  memory_budget_mb: 150\n  min_loaded: 1\nbackends:\n{}{}",
+        engine_backend(
+            "alpha",
+            "tiny-a",
+            "",
+            &[variant(&binary, &model, "only", 512, 100)]
+        ),
+        engine_backend(
+            "beta",
+            "tiny-b",
+            "",
+            &[variant(&binary, &model, "only", 512, 100)]
+        ),
+    );
+    let gw = gateway(&config);
+    const BURST: usize = 24;
+    let started = std::time::Instant::now();
+    let requests = (0..BURST).map(|i| {
+        let url = gw.url.clone();
+        let model = if i % 2 == 0 { "tiny-a" } else { "tiny-b" };
+        tokio::spawn(async move {
+            let (status, body) = chat_model(&url, model, 3).await;
+            (status, body, started.elapsed())
+        })
+    });
+    let results = futures_util::future::join_all(requests).await;
+    let elapsed = started.elapsed();
+    let mut slowest = Duration::ZERO;
+    for result in results {
+        let (status, body, took) = result.expect("join");
+        assert_eq!(status, 200, "{body}\n{}", gw.stderr());
+        slowest = slowest.max(took);
+    }
+    let alpha = engine_of(&gw.url, "alpha").await;
+    let beta = engine_of(&gw.url, "beta").await;
+    let starts = alpha["starts"].as_u64().unwrap_or(0) + beta["starts"].as_u64().unwrap_or(0);
+    let evictions =
+        alpha["evictions"].as_u64().unwrap_or(0) + beta["evictions"].as_u64().unwrap_or(0);
+    eprintln!(
+        "mixed burst of {BURST}: {starts} engine starts, {evictions} evictions, all done in {:.2} s, slowest request {:.2} s",
+        elapsed.as_secs_f64(),
+        slowest.as_secs_f64()
+    );
+    // Alternating one by one would start an engine per request.
+    assert!((2..=4).contains(&starts), "{starts} starts: {alpha} {beta}");
+    assert!(
+        evictions >= 1 && evictions < starts,
+        "{evictions} evictions"
+    );
+    // Never both at once: the budget holds one.
+    let stats = get_json(&format!("{}/stats", gw.url)).await;
+    assert_eq!(stats["engine_memory"]["budget_mb"], 150, "{stats}");
+    assert_eq!(stats["engine_memory"]["used_mb"], 100, "{stats}");
+    let running = [&alpha, &beta]
+        .iter()
+        .filter(|e| e["state"] == "ready")
+        .count();
+    assert_eq!(running, 1, "{alpha} {beta}");
+    let models = get_json(&format!("{}/v1/models", gw.url)).await;
+    let states: Vec<&str> = models["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|m| m["engine"]["state"].as_str().unwrap_or("-"))
+        .collect();
+    assert!(
+        states.contains(&"ready") && states.contains(&"stopped"),
+        "{models}"
     );
 }

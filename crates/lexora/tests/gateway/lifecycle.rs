@@ -102,3 +102,43 @@ async fn starts_without_any_engine_and_says_so() {
         .expect("join");
     assert_eq!(code, Some(0));
 }
+
+/// Seed 004's `server.listen_v4` / `listen_v6`: one gateway answers on the
+/// IPv4 and the IPv6 loopback.
+#[tokio::test]
+async fn listens_on_ipv4_and_ipv6_at_once() {
+    let engine = mock(&[]);
+    let config = format!(
+        "server:\n  listen_v4: \"127.0.0.1:0\"\n  listen_v6: \"[::1]:0\"\nrate_limit:\n  enabled: false\nbackends:\n  engine:\n    url: {}\n    models:\n      - name: m1\n",
+        engine.url
+    );
+    let (_gw, urls) = gateway_listening(&config, 2);
+    assert!(urls[0].starts_with("http://127.0.0.1:"), "{urls:?}");
+    assert!(urls[1].starts_with("http://[::1]:"), "{urls:?}");
+    for url in &urls {
+        let response = post(
+            &format!("{url}/v1/chat/completions"),
+            json!({"model": "m1", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+        assert_eq!(response.status(), 200, "{url}");
+        let body: serde_json::Value = response.json().await.expect("json");
+        assert_eq!(body["object"], "chat.completion", "{url}: {body}");
+    }
+}
+
+#[test]
+fn a_listen_address_of_the_wrong_family_names_the_key() {
+    let dir = TempDir::new();
+    let path = dir.0.join("bad.yaml");
+    std::fs::write(&path, "server:\n  listen_v6: \"127.0.0.1:7777\"\n").expect("write");
+    let out = std::process::Command::new(BIN)
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .expect("run lexora");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("server.listen_v6"), "{stderr}");
+    assert!(stderr.contains("bad.yaml"), "{stderr}");
+}

@@ -76,6 +76,17 @@ impl Drop for TempDir {
 }
 
 fn spawn(args: &[&str], env: &[(&str, &str)], dir: TempDir) -> Process {
+    spawn_listening(args, env, dir, 1).0
+}
+
+/// Starts `lexora` and reads the URLs of its first `listeners` announce
+/// lines (one per listener).
+fn spawn_listening(
+    args: &[&str],
+    env: &[(&str, &str)],
+    dir: TempDir,
+    listeners: usize,
+) -> (Process, Vec<String>) {
     let stderr_path = dir.0.join("stderr.log");
     let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
     let mut command = Command::new(BIN);
@@ -94,26 +105,41 @@ fn spawn(args: &[&str], env: &[(&str, &str)], dir: TempDir) -> Process {
         command.env(key, value);
     }
     let mut child = command.spawn().expect("start lexora");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read the listening line");
-    let url = line
-        .split_whitespace()
-        .last()
-        .filter(|u| u.starts_with("http://"))
-        .unwrap_or_else(|| {
-            let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-            panic!("lexora did not announce its address: {line:?}\n{log}")
-        })
-        .to_owned();
-    Process {
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut urls = Vec::with_capacity(listeners);
+    for _ in 0..listeners {
+        let mut line = String::new();
+        stdout
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let url = line
+            .split_whitespace()
+            .last()
+            .filter(|u| u.starts_with("http://"))
+            .unwrap_or_else(|| {
+                let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                panic!("lexora did not announce its address: {line:?}\n{log}")
+            })
+            .to_owned();
+        urls.push(url);
+    }
+    let process = Process {
         child,
-        url,
+        url: urls[0].clone(),
         stderr_path,
         _dir: dir,
-    }
+    };
+    (process, urls)
+}
+
+/// `lexora serve --config FILE` without address flags, for configs that
+/// name their own listeners; returns each listener's URL.
+pub fn gateway_listening(config: &str, listeners: usize) -> (Process, Vec<String>) {
+    let dir = TempDir::new();
+    let path = dir.0.join("lexora.yaml");
+    std::fs::write(&path, config).expect("write config");
+    let path = path.to_str().expect("utf8 path").to_owned();
+    spawn_listening(&["serve", "--config", &path], &[], dir, listeners)
 }
 
 /// `lexora mock` with extra flags.
