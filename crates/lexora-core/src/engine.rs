@@ -26,6 +26,7 @@ mod idle;
 mod lease;
 mod manager;
 mod process;
+mod prompt;
 mod schedule;
 mod state;
 

@@ -208,7 +208,7 @@ impl Backend {
         max_tokens: Option<u64>,
         priority: Priority,
     ) -> Result<Lease, GatewayError> {
-        let prompt = manager.count_tokens(&prompt_text(body)).await;
+        let prompt = manager.count_request(body).await;
         let answer =
             u32::try_from(max_tokens.unwrap_or(DEFAULT_ENGINE_MAX_TOKENS)).unwrap_or(u32::MAX);
         let needed = prompt.saturating_add(answer);
@@ -313,39 +313,6 @@ impl Backend {
     }
 }
 
-/// The prompt of a chat, completion or Messages body as plain text, for
-/// counting its tokens: `system`, every message's text content, `prompt`,
-/// `input`. Unparseable bodies count as their raw text (overestimates).
-fn prompt_text(body: &Bytes) -> String {
-    fn collect(value: &serde_json::Value, out: &mut String) {
-        match value {
-            serde_json::Value::String(text) => {
-                out.push_str(text);
-                out.push('\n');
-            }
-            serde_json::Value::Array(items) => items.iter().for_each(|v| collect(v, out)),
-            serde_json::Value::Object(map) => {
-                for field in ["text", "content"] {
-                    if let Some(v) = map.get(field) {
-                        collect(v, out);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(body) else {
-        return String::from_utf8_lossy(body).into_owned();
-    };
-    let mut out = String::new();
-    for field in ["system", "messages", "prompt", "input"] {
-        if let Some(value) = map.get(field) {
-            collect(value, &mut out);
-        }
-    }
-    out
-}
-
 /// `keep_idle`: pool idle connections for reuse. Not for llama-server: its
 /// HTTP server gives each connection a thread of a small pool until the
 /// connection closes or idles for 5 s, so idle pooled connections starve
@@ -401,19 +368,6 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("client error")]
     struct Outer(#[source] std::io::Error);
-
-    #[test]
-    fn prompt_text_gathers_every_message() {
-        let body = Bytes::from_static(
-            br#"{"model":"m","system":"sys","max_tokens":8,"messages":[
-                {"role":"user","content":"hello"},
-                {"role":"user","content":[{"type":"text","text":"world"}]}]}"#,
-        );
-        assert_eq!(prompt_text(&body), "sys\nhello\nworld\n");
-        let completion = Bytes::from_static(br#"{"prompt":["a","b"]}"#);
-        assert_eq!(prompt_text(&completion), "a\nb\n");
-        assert_eq!(prompt_text(&Bytes::from_static(b"not json")), "not json");
-    }
 
     #[test]
     fn root_cause_reaches_the_innermost_error() {

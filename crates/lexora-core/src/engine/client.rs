@@ -1,5 +1,6 @@
-//! The two calls the manager itself makes to an engine: readiness
-//! (`GET /health`) and token counting (`POST /tokenize`).
+//! The calls the manager itself makes to an engine: readiness
+//! (`GET /health`) and token counting (`POST /apply-template`,
+//! `POST /tokenize`).
 
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
@@ -27,12 +28,21 @@ struct Tokenized {
     tokens: Vec<serde_json::Value>,
 }
 
+#[derive(Deserialize)]
+struct Templated {
+    prompt: String,
+}
+
 impl EngineHttp {
     pub(crate) fn new() -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         Self {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            // No idle connections: llama-server holds a thread of its small
+            // pool for each open one (see `upstream::http_client`).
+            client: Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(0)
+                .build(connector),
         }
     }
 
@@ -50,10 +60,45 @@ impl EngineHttp {
 
     /// Tokens of `text` as the engine counts them; `None` on any failure.
     pub(crate) async fn tokenize(&self, base_url: &str, text: &str) -> Option<u32> {
-        let body = serde_json::to_vec(&serde_json::json!({ "content": text })).ok()?;
+        let parsed: Tokenized = self
+            .post(
+                base_url,
+                "/tokenize",
+                &serde_json::json!({ "content": text }),
+            )
+            .await?;
+        u32::try_from(parsed.tokens.len()).ok()
+    }
+
+    /// `messages` as the engine's chat template renders them; `None` on any
+    /// failure (older engines lack the endpoint; odd content parts).
+    pub(crate) async fn apply_template(
+        &self,
+        base_url: &str,
+        messages: &serde_json::Value,
+    ) -> Option<String> {
+        let parsed: Templated = self
+            .post(
+                base_url,
+                "/apply-template",
+                &serde_json::json!({ "messages": messages }),
+            )
+            .await?;
+        Some(parsed.prompt)
+    }
+
+    /// POST `body` as JSON and parse a 200 answer, within the counting
+    /// time limit.
+    async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        base_url: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Option<T> {
+        let body = serde_json::to_vec(body).ok()?;
         let request = Request::builder()
             .method(Method::POST)
-            .uri(format!("{base_url}/tokenize"))
+            .uri(format!("{base_url}{path}"))
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
             .ok()?;
@@ -63,8 +108,7 @@ impl EngineHttp {
                 return None;
             }
             let bytes = response.into_body().collect().await.ok()?.to_bytes();
-            let parsed: Tokenized = serde_json::from_slice(&bytes).ok()?;
-            u32::try_from(parsed.tokens.len()).ok()
+            serde_json::from_slice(&bytes).ok()
         };
         timeout(TOKENIZE_TIMEOUT, call).await.ok().flatten()
     }

@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 use super::client::EngineHttp;
 use super::lease::{Gate, Lease};
 use super::process::{EngineProcess, Labels, KILL_WAIT};
+use super::prompt::Prompt;
 use super::schedule::{Reason, Scheduler, SlotId};
 use super::state::{lock, Running, Shared, Transition};
 use super::{idle, EngineError, EngineModel, EngineSettings, EngineState, EngineStatus, Variant};
@@ -126,17 +127,48 @@ impl EngineManager {
     /// Token count of a prompt: from the running engine's `POST /tokenize`
     /// when one runs, else [`estimate_tokens`].
     pub async fn count_tokens(&self, text: &str) -> u32 {
-        let base_url = lock(&self.shared)
-            .current
-            .as_ref()
-            .filter(|r| r.alive())
-            .map(|r| r.base_url.clone());
-        if let Some(base_url) = base_url {
+        if let Some(base_url) = self.running_url() {
             if let Some(tokens) = self.client.tokenize(&base_url, text).await {
                 return tokens;
             }
         }
         estimate_tokens(text)
+    }
+
+    /// Prompt tokens of a request body (chat, completion, Messages API) as
+    /// the engine will see them: a chat goes through the running engine's
+    /// chat template and tokenizer; without an engine, the text estimate
+    /// plus an allowance for the template's markers.
+    pub async fn count_request(&self, body: &bytes::Bytes) -> u32 {
+        let prompt = Prompt::of(body);
+        if let Some(base_url) = self.running_url() {
+            let templated = match &prompt {
+                Prompt::Chat { messages, .. } => {
+                    self.client.apply_template(&base_url, messages).await
+                }
+                Prompt::Text(_) => None,
+            };
+            let counted = match &templated {
+                Some(text) => self.client.tokenize(&base_url, text).await,
+                None => self
+                    .client
+                    .tokenize(&base_url, prompt.text())
+                    .await
+                    .map(|n| n.saturating_add(prompt.template_allowance())),
+            };
+            if let Some(tokens) = counted {
+                return tokens;
+            }
+        }
+        estimate_tokens(prompt.text()).saturating_add(prompt.template_allowance())
+    }
+
+    fn running_url(&self) -> Option<String> {
+        lock(&self.shared)
+            .current
+            .as_ref()
+            .filter(|r| r.alive())
+            .map(|r| r.base_url.clone())
     }
 
     /// What `Retry-After` to suggest when an acquire failed.

@@ -328,6 +328,39 @@ async fn count_tokens_uses_the_running_engine() {
     shutdown_and_check(&m, pid).await;
 }
 
+/// A chat is counted through the engine's chat template, so the role
+/// markers count too; without an engine, an allowance stands in for them.
+#[tokio::test]
+async fn count_request_counts_the_chat_template() {
+    let m = manager(settings());
+    let text = "Hello there, how many tokens is this prompt?";
+    let messages = serde_json::json!([{"role": "user", "content": text}]);
+    let body = Bytes::from(serde_json::json!({"model": "tiny", "messages": messages}).to_string());
+    assert_eq!(
+        m.count_request(&body).await,
+        estimate_tokens(&format!("{text}\n")) + 8 + 8,
+        "estimate plus the template allowance"
+    );
+    let lease = acquire(&m, "small").await;
+    let templated = direct_post(
+        &lease.base_url,
+        "/apply-template",
+        serde_json::json!({ "messages": messages }),
+    )
+    .await;
+    let prompt = templated["prompt"].as_str().expect("prompt");
+    let exact = direct_tokenize(&lease.base_url, prompt).await;
+    let plain = direct_tokenize(&lease.base_url, text).await;
+    assert!(
+        exact > plain,
+        "the template adds tokens: {exact} vs {plain}"
+    );
+    assert_eq!(m.count_request(&body).await, exact);
+    let pid = lease.pid;
+    drop(lease);
+    shutdown_and_check(&m, pid).await;
+}
+
 #[tokio::test]
 async fn missing_binary_fails_clearly_and_backs_off() {
     let mut model = EngineModel {
@@ -395,20 +428,29 @@ impl std::io::Write for SharedWriter {
 
 /// `POST /tokenize` without going through the manager.
 async fn direct_tokenize(base_url: &str, text: &str) -> u32 {
+    let value = direct_post(
+        base_url,
+        "/tokenize",
+        serde_json::json!({ "content": text }),
+    )
+    .await;
+    value["tokens"].as_array().expect("tokens").len() as u32
+}
+
+/// POST JSON to the engine itself; the answer must be 200.
+async fn direct_post(base_url: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let body = serde_json::json!({ "content": text }).to_string();
-    let request = http::Request::post(format!("{base_url}/tokenize"))
+    let request = http::Request::post(format!("{base_url}{path}"))
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
+        .body(Full::new(Bytes::from(body.to_string())))
         .expect("request");
-    let response = client.request(request).await.expect("tokenize");
-    assert_eq!(response.status(), 200);
+    let response = client.request(request).await.expect(path);
+    assert_eq!(response.status(), 200, "{path}");
     let bytes = response
         .into_body()
         .collect()
         .await
         .expect("body")
         .to_bytes();
-    let value: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
-    value["tokens"].as_array().expect("tokens").len() as u32
+    serde_json::from_slice(&bytes).expect("json")
 }
