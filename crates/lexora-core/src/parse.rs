@@ -38,6 +38,20 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// How many endpoints there are (the length of per-endpoint arrays).
+    pub const COUNT: usize = 5;
+
+    /// This endpoint's place in per-endpoint arrays, below [`Self::COUNT`].
+    pub fn index(self) -> usize {
+        match self {
+            Self::ChatCompletions => 0,
+            Self::Completions => 1,
+            Self::Embeddings => 2,
+            Self::Messages => 3,
+            Self::CountTokens => 4,
+        }
+    }
+
     /// The path on the engine (and on Lexora).
     pub fn path(self) -> &'static str {
         match self {

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
-use metrics::{counter, gauge, histogram};
 use serde::Deserialize;
 use tokio::time::Instant;
 
@@ -19,8 +18,10 @@ use crate::limit::Reservation;
 use crate::parse::{Endpoint, Priority};
 use crate::queue::Permit;
 
+mod metrics;
 pub mod stats;
 
+use self::metrics::{Finished, RequestMetrics};
 pub use stats::Stats;
 
 /// Status recorded for a stream the client closed before its end (nginx's
@@ -52,12 +53,13 @@ impl Usage {
 #[derive(Debug, Default)]
 pub struct Recorder {
     pub stats: Stats,
+    metrics: RequestMetrics,
 }
 
 impl Recorder {
     /// Starts the record of one request.
     pub fn start(self: &Arc<Self>, endpoint: Endpoint, request_id: HeaderValue) -> RequestRecord {
-        gauge!("lexora_requests_in_flight").increment(1.0);
+        self.metrics.started();
         RequestRecord {
             recorder: Arc::clone(self),
             started: Instant::now(),
@@ -184,7 +186,6 @@ impl RequestRecord {
 
 impl Drop for RequestRecord {
     fn drop(&mut self) {
-        gauge!("lexora_requests_in_flight").decrement(1.0);
         let latency = self.started.elapsed();
         if !self.finished && self.status < 400 {
             self.status = CLIENT_CLOSED;
@@ -231,29 +232,18 @@ impl Drop for RequestRecord {
             },
         );
 
-        let endpoint = self.endpoint.label();
-        let status = self.status.to_string();
-        counter!("lexora_requests_total", "endpoint" => endpoint, "model" => model.to_owned(), "status" => status)
-            .increment(1);
-        histogram!("lexora_request_duration_seconds", "endpoint" => endpoint, "model" => model.to_owned())
-            .record(latency.as_secs_f64());
-        if let Some(ttfb) = self.first_byte {
-            histogram!("lexora_time_to_first_byte_seconds", "endpoint" => endpoint, "model" => model.to_owned())
-                .record(ttfb.as_secs_f64());
-        }
-        if usage.prompt_tokens > 0 {
-            counter!("lexora_tokens_total", "model" => model.to_owned(), "kind" => "prompt")
-                .increment(usage.prompt_tokens);
-        }
-        if usage.completion_tokens > 0 {
-            counter!("lexora_tokens_total", "model" => model.to_owned(), "kind" => "completion")
-                .increment(usage.completion_tokens);
-        }
-        if let Some(kind) = self.error {
-            counter!("lexora_errors_total", "kind" => kind).increment(1);
-        }
-        counter!("lexora_requests_by_priority_total", "priority" => priority).increment(1);
+        self.recorder.metrics.finished(&Finished {
+            endpoint: self.endpoint,
+            model,
+            status: self.status,
+            latency,
+            first_byte: self.first_byte,
+            usage,
+            error: self.error,
+            priority,
+        });
 
+        let endpoint = self.endpoint.label();
         tracing::info!(
             target: "lexora::access",
             request_id = self.request_id.to_str().unwrap_or("-"),
