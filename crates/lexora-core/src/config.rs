@@ -135,6 +135,10 @@ pub struct BackendConfig {
     pub mock: MockConfig,
     /// Requests in flight at most; `None` = no limit (and no queue).
     pub max_concurrency: Option<usize>,
+    /// The APIs it serves; `None`: all.
+    pub endpoints: Option<Vec<crate::parse::Endpoint>>,
+    /// Changes made to every request body sent to it.
+    pub request_fields: crate::upstream::fields::FieldRules,
 }
 
 /// Behaviour of the built-in mock engine (see [`crate::mock`]).

@@ -229,9 +229,22 @@ impl Gateway {
             .as_deref()
             .and_then(|model| config.policies.fallbacks.get(model))
             .map_or(&[][..], Vec::as_slice);
-        let candidates = runtime
+        let mut candidates = runtime
             .routes
             .candidates(parsed.model.as_deref(), fallbacks)?;
+        // Backends that do not serve this API are skipped, as if they did
+        // not have the model; when none does, the client learns why.
+        candidates.retain(|(backend, _)| backend.serves_api(endpoint));
+        if candidates.is_empty() {
+            return Err(GatewayError::InvalidRequest {
+                message: format!(
+                    "no backend of model `{}` serves {} (backends.*.endpoints)",
+                    parsed.model.as_deref().unwrap_or_default(),
+                    endpoint.path()
+                ),
+                param: Some("model"),
+            });
+        }
 
         let spec = limit_spec(&config.policies, user, key.as_deref());
         // Counting tokens generates nothing; it is not charged.

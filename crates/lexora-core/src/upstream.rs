@@ -31,6 +31,7 @@ use crate::mock::MockEngine;
 use crate::parse::{ParsedRequest, Priority};
 
 pub mod adapter;
+pub mod fields;
 pub mod health;
 
 pub use adapter::{Adapter, Wire};
@@ -148,6 +149,14 @@ impl Backend {
         &self.adapter
     }
 
+    /// Whether this backend serves `endpoint` (`endpoints` in config).
+    pub fn serves_api(&self, endpoint: crate::parse::Endpoint) -> bool {
+        self.config
+            .endpoints
+            .as_ref()
+            .is_none_or(|list| list.contains(&endpoint))
+    }
+
     /// The engine manager of a `type: engine` backend.
     pub fn engine(&self) -> Option<&Arc<EngineManager>> {
         match &self.transport {
@@ -179,6 +188,17 @@ impl Backend {
             mapped.or(model),
             renamed || mapped.is_some(),
         )?;
+        let body = if self.config.request_fields.is_empty() {
+            outbound.body
+        } else {
+            self.config
+                .request_fields
+                .apply(&outbound.body)
+                .map_err(|message| GatewayError::InvalidRequest {
+                    message: format!("backend `{}` (request_fields): {message}", self.name()),
+                    param: None,
+                })?
+        };
         let lease = match self.engine() {
             Some(manager) => Some(
                 self.lease_engine(manager, &request.body, request.max_tokens, priority)
@@ -192,7 +212,7 @@ impl Backend {
                 base,
                 Method::POST,
                 &outbound.path,
-                outbound.body,
+                body,
                 request_id,
             )
             .await?;

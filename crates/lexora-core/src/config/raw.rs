@@ -145,6 +145,25 @@ pub struct RawBackend {
     /// The engine processes of a `type: engine` backend.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub engine: Option<RawEngine>,
+    /// The APIs this backend serves (`chat`, `completions`, `embeddings`,
+    /// `messages`, `count_tokens`); absent: all of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Vec<String>>,
+    /// Fields changed in every request sent to this backend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_fields: Option<RawFieldRules>,
+}
+
+/// `backends.NAME.request_fields`, applied in this order.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawFieldRules {
+    /// Field -> new name, e.g. `max_completion_tokens: max_tokens`.
+    pub rename: IndexMap<String, String>,
+    /// Fields dropped, e.g. `[logit_bias]`.
+    pub remove: Vec<String>,
+    /// Field -> JSON value, e.g. `cache_prompt: true`.
+    pub set: IndexMap<String, serde_json::Value>,
 }
 
 /// `backends.NAME.engine`: local engine processes Lexora starts and swaps.

@@ -5,14 +5,17 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::raw::{RawApiKey, RawBackend, RawConfig, RawEngine, RawEngines, RawServer};
+use super::raw::{
+    RawApiKey, RawBackend, RawConfig, RawEngine, RawEngines, RawFieldRules, RawServer,
+};
 use super::{
     ApiKey, AuthConfig, BackendConfig, BackendKind, BreakerConfig, Config, ConfigError,
     HealthConfig, Layers, LimitsConfig, LogFormat, LoggingConfig, MetricsConfig, MockConfig,
     PolicyConfig, QueueSettings, RetryConfig, ServerConfig,
 };
 use crate::engine::{EngineModel, EngineSettings, ScheduleSettings, Variant};
-use crate::parse::Priority;
+use crate::parse::{Endpoint, Priority};
+use crate::upstream::fields::FieldRules;
 
 /// The largest number of seconds (or rate) a setting may hold: a year.
 /// Anything larger is a typo, and would overflow `Instant` arithmetic.
@@ -119,6 +122,8 @@ pub(super) fn validate(raw: RawConfig, layers: &Layers) -> Result<Config, Config
             headers: Vec::new(),
             mock: MockConfig::default(),
             max_concurrency: None,
+            endpoints: None,
+            request_fields: FieldRules::default(),
         });
     }
     for (name, backend) in &raw.backends {
@@ -614,7 +619,83 @@ fn validate_backend(
         headers,
         mock,
         max_concurrency,
+        endpoints: validate_endpoints(check, name, backend.endpoints.as_deref())?,
+        request_fields: validate_fields(check, name, backend.request_fields.as_ref())?,
     })
+}
+
+/// `backends.NAME.endpoints`: known API names, at least one.
+fn validate_endpoints(
+    check: &Checker<'_>,
+    name: &str,
+    written: Option<&[String]>,
+) -> Result<Option<Vec<Endpoint>>, ConfigError> {
+    let Some(written) = written else {
+        return Ok(None);
+    };
+    let key = format!("backends.{name}.endpoints");
+    if written.is_empty() {
+        return Err(check.fail(&key, "lists no API; omit it to serve all"));
+    }
+    written
+        .iter()
+        .map(|label| {
+            [
+                Endpoint::ChatCompletions,
+                Endpoint::Completions,
+                Endpoint::Embeddings,
+                Endpoint::Messages,
+                Endpoint::CountTokens,
+            ]
+            .into_iter()
+                .find(|e| e.label() == label.trim().to_ascii_lowercase())
+                .ok_or_else(|| {
+                    check.fail(
+                        &key,
+                        format!(
+                            "unknown API `{label}` (use chat, completions, embeddings, messages or count_tokens)"
+                        ),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// `backends.NAME.request_fields`: field names are non-empty.
+fn validate_fields(
+    check: &Checker<'_>,
+    name: &str,
+    raw: Option<&RawFieldRules>,
+) -> Result<FieldRules, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(FieldRules::default());
+    };
+    let key = |part: &str| format!("backends.{name}.request_fields.{part}");
+    let named = |part: &str, field: &str| {
+        if field.trim().is_empty() {
+            Err(check.fail(&key(part), "field names must not be empty"))
+        } else {
+            Ok(())
+        }
+    };
+    let mut rules = FieldRules::default();
+    for (from, to) in &raw.rename {
+        named("rename", from)?;
+        named("rename", to)?;
+        rules.rename.push((from.clone(), to.clone()));
+    }
+    for field in &raw.remove {
+        named("remove", field)?;
+        rules.remove.push(field.clone());
+    }
+    for (field, value) in &raw.set {
+        named("set", field)?;
+        let raw_value = serde_json::value::to_raw_value(value)
+            .map_err(|e| check.fail(&key(&format!("set.{field}")), e.to_string()))?;
+        rules.set.push((field.clone(), raw_value));
+    }
+    Ok(rules)
 }
 
 /// `type: engine`: the model (the backend's one `models` entry) and the

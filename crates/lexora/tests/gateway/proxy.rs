@@ -305,3 +305,52 @@ async fn in_process_mock_backend_needs_no_engine() {
         .expect("send");
     assert_eq!(ready.status(), 200);
 }
+
+/// Seed 004's per-engine field rewriting, and backends that do not serve
+/// an API: the request goes to one that does, or gets a clear 400.
+#[tokio::test]
+async fn request_fields_are_rewritten_and_unserved_apis_refused() {
+    let engine = mock(&[]);
+    let gw = gateway_for(
+        &engine,
+        "    endpoints: [chat, completions]\n    request_fields:\n      rename: {max_completion_tokens: max_tokens}\n      remove: [logit_bias]\n      set:\n        cache_prompt: true\n        chat_template_kwargs: {enable_thinking: false}\n",
+    );
+    let response = post(
+        &format!("{}/v1/chat/completions", gw.url),
+        json!({
+            "model": "m1",
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_completion_tokens": 5,
+            "logit_bias": {"1": 2},
+            "chat_template_kwargs": {"enable_thinking": true},
+            "top_k": 20
+        }),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let body = engine_requests(&engine).await.pop().expect("request");
+    assert_eq!(body["max_tokens"], 5, "{body}");
+    assert!(body.get("max_completion_tokens").is_none(), "{body}");
+    assert!(body.get("logit_bias").is_none(), "{body}");
+    assert_eq!(body["cache_prompt"], true, "{body}");
+    assert_eq!(
+        body["chat_template_kwargs"],
+        json!({"enable_thinking": false})
+    );
+    assert_eq!(body["top_k"], 20, "{body}");
+
+    let response = post(
+        &format!("{}/v1/embeddings", gw.url),
+        json!({"model": "m1", "input": "hi"}),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    let error: serde_json::Value = response.json().await.expect("json");
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("/v1/embeddings"), "{error}");
+    assert_eq!(
+        engine_requests(&engine).await.len(),
+        1,
+        "nothing else reached the engine"
+    );
+}
