@@ -1,10 +1,9 @@
 //! Engine manager tests against a real llama-server and a tiny generated
-//! model. The binary comes from `LLAMA_SERVER` or `scripts/llama-server.sh`
-//! (cached build); the model from `tests/e2e/make_tiny_gguf.py`.
+//! model (see `tests/support/llama_fixture.rs`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -17,78 +16,10 @@ use super::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-struct Fixture {
-    binary: PathBuf,
-    model: PathBuf,
-}
+#[path = "../../../../tests/support/llama_fixture.rs"]
+mod llama_fixture;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn llama_server() -> PathBuf {
-    if let Some(path) = std::env::var_os("LLAMA_SERVER") {
-        return PathBuf::from(path);
-    }
-    let out = Command::new(repo_root().join("scripts/llama-server.sh"))
-        .output()
-        .expect("run scripts/llama-server.sh");
-    assert!(out.status.success(), "scripts/llama-server.sh failed");
-    PathBuf::from(String::from_utf8(out.stdout).expect("utf-8 path").trim())
-}
-
-/// A python with `gguf` and `numpy`: `LEXORA_PYTHON`, else the e2e venv.
-fn python() -> PathBuf {
-    if let Some(path) = std::env::var_os("LEXORA_PYTHON") {
-        return PathBuf::from(path);
-    }
-    let cache = std::env::var_os("LEXORA_CACHE").map_or_else(
-        || PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/lexora"),
-        PathBuf::from,
-    );
-    let plain = cache.join("venv-e2e/bin/python");
-    if plain.exists() {
-        return plain;
-    }
-    // scripts/test.sh names its venv after the requirements hash.
-    std::fs::read_dir(&cache)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("bin/python"))
-        .find(|p| p.to_string_lossy().contains("venv-e2e") && p.exists())
-        .unwrap_or_else(|| PathBuf::from("python3"))
-}
-
-fn fixture() -> &'static Fixture {
-    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
-    FIXTURE.get_or_init(|| {
-        // The model is deterministic (seed 0), so test runs share one file;
-        // each writes its own and renames, so parallel runs never see half
-        // a file.
-        let dir = std::env::temp_dir().join("lexora-engine-tests");
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let model = dir.join("tiny-seed0.gguf");
-        if !model.exists() {
-            let partial = dir.join(format!("tiny-seed0.gguf.{}", std::process::id()));
-            let out = Command::new(python())
-                .arg(repo_root().join("tests/e2e/make_tiny_gguf.py"))
-                .arg(&partial)
-                .output()
-                .expect("run make_tiny_gguf.py");
-            assert!(
-                out.status.success(),
-                "make_tiny_gguf.py failed (needs gguf, numpy; set LEXORA_PYTHON): {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            std::fs::rename(&partial, &model).expect("rename model");
-        }
-        Fixture {
-            binary: llama_server(),
-            model,
-        }
-    })
-}
+use llama_fixture::fixture;
 
 fn variant(name: &str, ctx: u32) -> Variant {
     let f = fixture();

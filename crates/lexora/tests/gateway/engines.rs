@@ -7,69 +7,22 @@
 //! (cached build); the model from `tests/e2e/make_tiny_gguf.py`, run with
 //! `LEXORA_PYTHON` or the e2e venv.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{client, gateway, get_json, TempDir};
+use crate::support::{client, gateway, get_json};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+#[path = "../../../../tests/support/llama_fixture.rs"]
+mod llama_fixture;
 
-fn llama_server() -> PathBuf {
-    if let Some(path) = std::env::var_os("LLAMA_SERVER") {
-        return PathBuf::from(path);
-    }
-    let out = Command::new(repo_root().join("scripts/llama-server.sh"))
-        .output()
-        .expect("run scripts/llama-server.sh");
-    assert!(out.status.success(), "scripts/llama-server.sh failed");
-    PathBuf::from(String::from_utf8(out.stdout).expect("utf-8 path").trim())
-}
-
-/// A python with `gguf` and `numpy`: `LEXORA_PYTHON`, else the e2e venv.
-fn python() -> PathBuf {
-    if let Some(path) = std::env::var_os("LEXORA_PYTHON") {
-        return PathBuf::from(path);
-    }
-    let cache = std::env::var_os("LEXORA_CACHE").map_or_else(
-        || PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/lexora"),
-        PathBuf::from,
-    );
-    let plain = cache.join("venv-e2e/bin/python");
-    if plain.exists() {
-        return plain;
-    }
-    // scripts/test.sh names its venv after the requirements hash.
-    std::fs::read_dir(&cache)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("bin/python"))
-        .find(|p| p.to_string_lossy().contains("venv-e2e") && p.exists())
-        .unwrap_or_else(|| PathBuf::from("python3"))
-}
-
-fn tiny_model(dir: &Path) -> PathBuf {
-    let model = dir.join("tiny.gguf");
-    let out = Command::new(python())
-        .arg(repo_root().join("tests/e2e/make_tiny_gguf.py"))
-        .arg(&model)
-        .output()
-        .expect("run make_tiny_gguf.py");
-    assert!(
-        out.status.success(),
-        "make_tiny_gguf.py failed (needs gguf, numpy; set LEXORA_PYTHON): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    model
-}
+use llama_fixture::fixture;
 
 /// One `engine.variants` entry running `model` with `context` tokens.
-fn variant(binary: &Path, model: &Path, name: &str, context: u32, memory_mb: u64) -> String {
+fn variant(name: &str, context: u32, memory_mb: u64) -> String {
+    let (binary, model) = (&fixture().binary, &fixture().model);
     format!(
         "        - name: {name}\n          binary: {binary}\n          args: [\"-m\", \"{model}\", \"-c\", \"{context}\", \"-np\", \"1\"]\n          context: {context}\n          memory_mb: {memory_mb}\n",
         binary = binary.display(),
@@ -88,17 +41,14 @@ fn engine_backend(name: &str, model_name: &str, extra: &str, variants: &[String]
 
 const POLICIES_OFF: &str = "retry:\n  max_retries: 0\nrate_limit:\n  enabled: false\n";
 
-fn config(binary: &Path, model: &Path) -> String {
+fn config() -> String {
     format!(
         "{POLICIES_OFF}backends:\n{}",
         engine_backend(
             "local",
             "tiny",
             "",
-            &[
-                variant(binary, model, "small", 512, 100),
-                variant(binary, model, "large", 2048, 200),
-            ]
+            &[variant("small", 512, 100), variant("large", 2048, 200),]
         )
     )
 }
@@ -126,9 +76,7 @@ async fn chat_model(url: &str, model: &str, words: usize) -> (u16, Value) {
 
 #[tokio::test]
 async fn engine_backend_starts_swaps_refuses_and_cleans_up() {
-    let dir = TempDir::new();
-    let model = tiny_model(&dir.0);
-    let mut gw = gateway(&config(&llama_server(), &model));
+    let mut gw = gateway(&config());
 
     let health = get_json(&format!("{}/health", gw.url)).await;
     let local = &health["backends"]["local"];
@@ -241,16 +189,13 @@ async fn wait_engine(
 /// SIGKILL is restarted for the next request.
 #[tokio::test]
 async fn idle_engines_unload_and_killed_ones_restart() {
-    let dir = TempDir::new();
-    let model = tiny_model(&dir.0);
-    let binary = llama_server();
     let config = format!(
         "{POLICIES_OFF}backends:\n{}",
         engine_backend(
             "local",
             "tiny",
             "      idle_unload: 1\n      restart_backoff: 0.2\n",
-            &[variant(&binary, &model, "small", 512, 100)]
+            &[variant("small", 512, 100)]
         )
     );
     let gw = gateway(&config);
@@ -294,23 +239,10 @@ async fn idle_engines_unload_and_killed_ones_restart() {
 /// starts and every request answered.
 #[tokio::test]
 async fn a_mixed_burst_for_two_models_with_room_for_one() {
-    let dir = TempDir::new();
-    let model = tiny_model(&dir.0);
-    let binary = llama_server();
     let config = format!(
         "{POLICIES_OFF}engines:\n  memory_budget_mb: 150\n  min_loaded: 1\nbackends:\n{}{}",
-        engine_backend(
-            "alpha",
-            "tiny-a",
-            "",
-            &[variant(&binary, &model, "only", 512, 100)]
-        ),
-        engine_backend(
-            "beta",
-            "tiny-b",
-            "",
-            &[variant(&binary, &model, "only", 512, 100)]
-        ),
+        engine_backend("alpha", "tiny-a", "", &[variant("only", 512, 100)]),
+        engine_backend("beta", "tiny-b", "", &[variant("only", 512, 100)]),
     );
     let gw = gateway(&config);
     const BURST: usize = 24;
