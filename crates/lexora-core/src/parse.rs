@@ -212,10 +212,18 @@ pub fn parse(
         return Err(GatewayError::InvalidJson { message });
     }
     let mut reader = serde_json::Deserializer::from_slice(&body);
-    let peek: Peek<'_> = serde_path_to_error::deserialize(&mut reader).map_err(|e| {
-        let field = e.path().to_string();
-        classify_json_error(e.inner(), Some(&field))
-    })?;
+    let peek = match Peek::deserialize(&mut reader) {
+        Ok(peek) => peek,
+        // Tracking the path to the field at fault slows every request
+        // down; only an error message needs it, so the body is read again.
+        Err(_) => {
+            let mut reader = serde_json::Deserializer::from_slice(&body);
+            serde_path_to_error::deserialize(&mut reader).map_err(|e| {
+                let field = e.path().to_string();
+                classify_json_error(e.inner(), Some(&field))
+            })?
+        }
+    };
 
     let extensions = extensions(&peek, headers)?;
     let stream = peek.stream.unwrap_or(false) && endpoint.streams();

@@ -30,6 +30,10 @@ mod tests;
 /// are the big ones); a misbehaving upstream must not exhaust memory.
 const MAX_ANSWER_BODY: usize = 64 * 1024 * 1024;
 
+/// Headers an answer carries at most: content type and cache control,
+/// six rate-limit headers, the request id, the queue wait.
+const RESPONSE_HEADERS: usize = 12;
+
 /// Largest error body read from an engine; more is not a message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
@@ -99,6 +103,7 @@ pub fn stream(
     let mut response = Response::new(Body::new(relay));
     *response.status_mut() = parts.status;
     let headers = response.headers_mut();
+    headers.reserve(RESPONSE_HEADERS);
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
@@ -181,6 +186,9 @@ pub async fn complete(
     }
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = parts.status;
+    // Room for the gateway's own headers (rate limits, request id), so
+    // the map is not regrown while they are added.
+    response.headers_mut().reserve(RESPONSE_HEADERS);
     let content_type = match translation {
         Some(_) => HeaderValue::from_static("application/json"),
         None => parts

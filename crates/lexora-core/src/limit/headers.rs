@@ -56,9 +56,12 @@ impl RateInfo {
             (RESET_TOKENS, self.reset_tokens),
         ];
         for (name, value) in resets {
+            let Some(value) = value else { continue };
+            let mut text = Text::default();
+            write_reset(value, &mut text);
             // Always ASCII, so the conversion cannot fail; skipping keeps
             // this free of a panic path all the same.
-            if let Some(Ok(value)) = value.map(|d| HeaderValue::try_from(format_reset(d))) {
+            if let Ok(value) = HeaderValue::from_bytes(text.as_bytes()) {
                 headers.insert(name, value);
             }
         }
@@ -70,29 +73,92 @@ impl RateInfo {
 /// Rounded up to the millisecond, so a client that waits that long finds
 /// the bucket full.
 pub fn format_reset(duration: Duration) -> String {
+    let mut text = Text::default();
+    write_reset(duration, &mut text);
+    String::from_utf8_lossy(text.as_bytes()).into_owned()
+}
+
+/// [`format_reset`] into `out`: these headers go with every limited
+/// request, so they are written without `format!` and its allocations.
+fn write_reset(duration: Duration, out: &mut Text) {
     let nanos = duration.as_nanos();
     let millis = nanos / 1_000_000 + u128::from(!nanos.is_multiple_of(1_000_000));
     if millis == 0 {
-        return "0s".to_owned();
+        out.push(b"0s");
+        return;
     }
     if millis < 1000 {
-        return format!("{millis}ms");
+        out.number(millis);
+        out.push(b"ms");
+        return;
     }
     let hours = millis / 3_600_000;
     let minutes = millis / 60_000 % 60;
-    let whole_seconds = millis / 1000 % 60;
-    let fraction = millis % 1000;
-    let seconds = if fraction == 0 {
-        whole_seconds.to_string()
-    } else {
-        let digits = format!("{fraction:03}");
-        format!("{whole_seconds}.{}", digits.trim_end_matches('0'))
-    };
     if hours > 0 {
-        format!("{hours}h{minutes}m{seconds}s")
-    } else if minutes > 0 {
-        format!("{minutes}m{seconds}s")
-    } else {
-        format!("{seconds}s")
+        out.number(hours);
+        out.push(b"h");
+    }
+    if hours > 0 || minutes > 0 {
+        out.number(minutes);
+        out.push(b"m");
+    }
+    out.number(millis / 1000 % 60);
+    let fraction = millis % 1000;
+    if fraction != 0 {
+        let digits = [fraction / 100, fraction / 10 % 10, fraction % 10].map(digit);
+        let kept = digits.iter().rposition(|d| *d != b'0').map_or(0, |i| i + 1);
+        out.push(b".");
+        out.push(&digits[..kept]);
+    }
+    out.push(b"s");
+}
+
+fn digit(n: u128) -> u8 {
+    // `n` is below 10, so this is an ASCII digit.
+    b'0' + (n % 10) as u8
+}
+
+/// A header value's text on the stack. Long enough for any reset (the
+/// longest Duration is 16 digits of hours and 12 more characters).
+struct Text {
+    bytes: [u8; 48],
+    len: usize,
+}
+
+impl Default for Text {
+    fn default() -> Self {
+        Self {
+            bytes: [0; 48],
+            len: 0,
+        }
+    }
+}
+
+impl Text {
+    /// Appends `more`, dropping what does not fit (nothing ever does not).
+    fn push(&mut self, more: &[u8]) {
+        let room = self.bytes.len() - self.len;
+        let taken = more.len().min(room);
+        self.bytes[self.len..self.len + taken].copy_from_slice(&more[..taken]);
+        self.len += taken;
+    }
+
+    /// Appends `n` in decimal.
+    fn number(&mut self, mut n: u128) {
+        let mut digits = [0u8; 39];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = digit(n);
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.push(&digits[start..]);
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }

@@ -319,6 +319,49 @@ fn reset_is_formatted_like_openai() {
     }
 }
 
+/// The `format!` formulation `format_reset` had before it was written
+/// without allocating; the two must agree on every duration.
+fn reference_reset(duration: Duration) -> String {
+    let nanos = duration.as_nanos();
+    let millis = nanos / 1_000_000 + u128::from(!nanos.is_multiple_of(1_000_000));
+    if millis == 0 {
+        return "0s".to_owned();
+    }
+    if millis < 1000 {
+        return format!("{millis}ms");
+    }
+    let hours = millis / 3_600_000;
+    let minutes = millis / 60_000 % 60;
+    let whole_seconds = millis / 1000 % 60;
+    let fraction = millis % 1000;
+    let seconds = if fraction == 0 {
+        whole_seconds.to_string()
+    } else {
+        let digits = format!("{fraction:03}");
+        format!("{whole_seconds}.{}", digits.trim_end_matches('0'))
+    };
+    if hours > 0 {
+        format!("{hours}h{minutes}m{seconds}s")
+    } else if minutes > 0 {
+        format!("{minutes}m{seconds}s")
+    } else {
+        format!("{seconds}s")
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn reset_matches_the_format_reference(secs in proptest::prop_oneof![0u64..4000, 0u64..=u64::MAX], nanos in 0u32..1_000_000_000) {
+        let duration = Duration::new(secs, nanos);
+        proptest::prop_assert_eq!(format_reset(duration), reference_reset(duration));
+    }
+}
+
+#[test]
+fn longest_reset_fits() {
+    assert_eq!(format_reset(Duration::MAX), reference_reset(Duration::MAX));
+}
+
 #[test]
 fn retry_after_secs_rounds_up_to_at_least_one() {
     let rejection = |retry_after| Rejection {

@@ -147,12 +147,16 @@ impl ModelMetrics {
         }
         if request.usage.prompt_tokens > 0 {
             self.prompt_tokens
-                .get_or_init(|| counter!("lexora_tokens_total", "model" => model(), "kind" => "prompt"))
+                .get_or_init(
+                    || counter!("lexora_tokens_total", "model" => model(), "kind" => "prompt"),
+                )
                 .increment(request.usage.prompt_tokens);
         }
         if request.usage.completion_tokens > 0 {
             self.completion_tokens
-                .get_or_init(|| counter!("lexora_tokens_total", "model" => model(), "kind" => "completion"))
+                .get_or_init(
+                    || counter!("lexora_tokens_total", "model" => model(), "kind" => "completion"),
+                )
                 .increment(request.usage.completion_tokens);
         }
     }
@@ -169,7 +173,10 @@ impl EndpointMetrics {
                 return;
             }
         }
-        let mut known = self.requests.write().unwrap_or_else(PoisonError::into_inner);
+        let mut known = self
+            .requests
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         // Another request may have registered it between the two locks.
         if let Some((_, counter)) = known.iter().find(|(s, _)| *s == status) {
             counter.increment(1);
