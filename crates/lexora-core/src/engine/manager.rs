@@ -494,6 +494,11 @@ impl Drop for EngineManager {
         // Ends the idle task; the engine process is killed when its last
         // owner (this manager's state) drops.
         self.cancel.cancel();
+        if let Some((scheduler, slot)) = self.scheduler.get() {
+            if let Some(scheduler) = scheduler.upgrade() {
+                scheduler.forget(*slot);
+            }
+        }
     }
 }
 

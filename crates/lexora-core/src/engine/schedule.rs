@@ -621,6 +621,13 @@ impl Scheduler {
         self.inner.board().waiting(slot)
     }
 
+    /// The manager of `slot` is going away (a reload replaced it) and its
+    /// engine with it: free its memory now, not at the next event.
+    pub(crate) fn forget(&self, slot: SlotId) {
+        self.inner.board().slots.remove(&slot);
+        self.inner.wake.notify_one();
+    }
+
     /// Wait until the engine of `slot` may serve a request that needs at
     /// least `min_variant`. Dropping the future gives up the place.
     pub(crate) async fn admit(
@@ -674,15 +681,17 @@ async fn drive(inner: Arc<Inner>) {
             let mut board = inner.board();
             board.prune();
             let decisions = board.plan(Instant::now());
-            let stops: Vec<_> = decisions
-                .stops
-                .iter()
-                .filter_map(|s| {
-                    board
-                        .manager(s.slot)
-                        .map(|m| (m, s.slot, s.epoch, s.reason, s.forced))
-                })
-                .collect();
+            let mut stops = Vec::with_capacity(decisions.stops.len());
+            for stop in &decisions.stops {
+                match board.manager(stop.slot) {
+                    Some(m) => stops.push((m, stop.slot, stop.epoch, stop.reason, stop.forced)),
+                    // Gone since the pass began: its engine died with it.
+                    None => {
+                        board.stopped(stop.slot, stop.epoch);
+                        inner.wake.notify_one();
+                    }
+                }
+            }
             (decisions, stops)
         };
         // Sent outside the lock: a waiter that just went away drops the

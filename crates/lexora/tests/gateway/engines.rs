@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{client, gateway, get_json};
+use crate::support::{client, gateway, gateway_at, get_json, TempDir};
 
 #[path = "../../../../tests/support/llama_fixture.rs"]
 mod llama_fixture;
@@ -298,5 +298,49 @@ async fn a_mixed_burst_for_two_models_with_room_for_one() {
     assert!(
         states.contains(&"ready") && states.contains(&"stopped"),
         "{models}"
+    );
+}
+
+/// A reload that changes an engine's settings replaces its manager: the
+/// old engine stops and frees its share of the memory budget, so the new
+/// one can start at once.
+#[tokio::test]
+async fn a_reload_with_new_engine_settings_replaces_the_engine() {
+    let dir = TempDir::new();
+    let path = dir.0.join("lexora.yaml");
+    let write = |idle: u32| {
+        let config = format!(
+            "{POLICIES_OFF}engines:\n  memory_budget_mb: 100\nbackends:\n{}",
+            engine_backend(
+                "local",
+                "tiny",
+                &format!("      idle_unload: {idle}\n"),
+                &[variant("small", 512, 100)]
+            )
+        );
+        std::fs::write(&path, config).expect("write config");
+    };
+    write(600);
+    let gw = gateway_at(&path);
+    let (status, body) = chat(&gw.url, 3).await;
+    assert_eq!(status, 200, "{body}\n{}", gw.stderr());
+    let old = engine_of(&gw.url, "local").await["pid"]
+        .as_u64()
+        .expect("pid");
+
+    write(900);
+    let reloaded = client()
+        .post(format!("{}/admin/reload", gw.url))
+        .send()
+        .await
+        .expect("reload");
+    assert_eq!(reloaded.status(), 200);
+    let (status, body) = chat(&gw.url, 3).await;
+    assert_eq!(status, 200, "after the reload: {body}\n{}", gw.stderr());
+    let engine = engine_of(&gw.url, "local").await;
+    assert_ne!(engine["pid"].as_u64(), Some(old), "{engine}");
+    assert!(
+        !Path::new(&format!("/proc/{old}")).exists(),
+        "the replaced engine {old} still runs"
     );
 }
