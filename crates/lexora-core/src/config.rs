@@ -139,6 +139,8 @@ pub struct BackendConfig {
     pub endpoints: Option<Vec<crate::parse::Endpoint>>,
     /// Changes made to every request body sent to it.
     pub request_fields: crate::upstream::fields::FieldRules,
+    /// Changes made to every answer and streamed chunk it sends back.
+    pub response_fields: std::sync::Arc<crate::upstream::fields::FieldRules>,
 }
 
 /// Behaviour of the built-in mock engine (see [`crate::mock`]).

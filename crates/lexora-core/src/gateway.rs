@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use crate::attempt::{self, BackendPolicy};
 use crate::config::{ApiKey, Config, ConfigError, PolicyConfig};
 use crate::engine::Scheduler;
+use crate::upstream::fields::FieldRules;
 use crate::error::GatewayError;
 use crate::identify::{self, auth, auth::Keys};
 use crate::limit::{self, LimitSpec, Limiter, RateInfo};
@@ -73,6 +74,8 @@ enum Forwarded {
         strip_usage: bool,
         deadline: Instant,
         translation: Option<respond::Translation>,
+        /// The backend's `response_fields`.
+        fields: Arc<FieldRules>,
     },
 }
 
@@ -168,9 +171,18 @@ impl Gateway {
                 strip_usage,
                 deadline,
                 translation,
+                fields,
             }) => {
                 record.set_status(upstream.status().as_u16());
-                respond::stream(upstream, first, record, strip_usage, deadline, translation)
+                respond::stream(
+                    upstream,
+                    first,
+                    record,
+                    strip_usage,
+                    deadline,
+                    translation,
+                    fields,
+                )
             }
             Err(error) => {
                 record.finish(error.status().as_u16(), Some(error.metric_kind()));
@@ -312,6 +324,7 @@ impl Gateway {
                 strip_usage: parsed.stream && !parsed.client_wants_usage,
                 deadline,
                 translation,
+                fields: Arc::clone(&answer.backend.config.response_fields),
             });
         }
         let backend = answer.backend.name();
@@ -322,6 +335,7 @@ impl Gateway {
             deadline,
             timeout,
             translation.as_ref(),
+            &answer.backend.config.response_fields,
         )
         .await
         .map(Forwarded::Complete)

@@ -5,6 +5,7 @@
 //! as they came. Error answers are normalized to OpenAI's error shape,
 //! keeping the engine's status, message and `Retry-After`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -19,6 +20,7 @@ use tokio::time::Instant;
 use crate::error::{error_json, GatewayError};
 use crate::record::{RequestRecord, Usage};
 use crate::translate;
+use crate::upstream::fields::FieldRules;
 use crate::upstream::Wire;
 
 pub mod sse;
@@ -93,10 +95,12 @@ pub fn stream(
     strip_usage: bool,
     deadline: Instant,
     translation: Option<Translation>,
+    fields: Arc<FieldRules>,
 ) -> Response {
     let (parts, body) = upstream.into_parts();
     let client_wire = translation.as_ref().map_or(Wire::OpenAi, |t| t.to);
-    let mut relay = sse::SseRelay::new(body, first, record, strip_usage, deadline);
+    let mut relay =
+        sse::SseRelay::new(body, first, record, strip_usage, deadline).with_fields(fields);
     if let Some(translation) = translation {
         relay = relay.translated(translation.stream(), client_wire);
     }
@@ -169,10 +173,17 @@ pub async fn complete(
     deadline: Instant,
     timeout: Duration,
     translation: Option<&Translation>,
+    fields: &FieldRules,
 ) -> Result<Response, GatewayError> {
     let (parts, body) = upstream.into_parts();
     let mut bytes = read_body(body, MAX_ANSWER_BODY, backend, deadline, timeout).await?;
     record.first_byte();
+    if !fields.is_empty() {
+        // An answer the rules cannot read (not an object) goes as it came.
+        if let Ok(rewritten) = fields.apply(&bytes) {
+            bytes = rewritten;
+        }
+    }
     if let Some(translation) = translation {
         bytes = translation
             .response(&bytes)

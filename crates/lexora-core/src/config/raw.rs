@@ -152,13 +152,18 @@ pub struct RawBackend {
     /// Fields changed in every request sent to this backend.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_fields: Option<RawFieldRules>,
+    /// Fields changed in every answer (and streamed chunk) it sends back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_fields: Option<RawFieldRules>,
 }
 
-/// `backends.NAME.request_fields`, applied in this order.
+/// `backends.NAME.request_fields` / `response_fields`, applied in this
+/// order. Fields are paths: `a.b`, `choices.*.delta.x`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawFieldRules {
-    /// Field -> new name, e.g. `max_completion_tokens: max_tokens`.
+    /// Field -> new name in the same object, e.g.
+    /// `max_completion_tokens: max_tokens`.
     pub rename: IndexMap<String, String>,
     /// Fields dropped, e.g. `[logit_bias]`.
     pub remove: Vec<String>,

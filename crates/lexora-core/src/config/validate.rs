@@ -15,7 +15,7 @@ use super::{
 };
 use crate::engine::{EngineModel, EngineSettings, ScheduleSettings, Variant};
 use crate::parse::{Endpoint, Priority};
-use crate::upstream::fields::FieldRules;
+use crate::upstream::fields::{FieldOp, FieldRules};
 
 /// The largest number of seconds (or rate) a setting may hold: a year.
 /// Anything larger is a typo, and would overflow `Instant` arithmetic.
@@ -124,6 +124,7 @@ pub(super) fn validate(raw: RawConfig, layers: &Layers) -> Result<Config, Config
             max_concurrency: None,
             endpoints: None,
             request_fields: FieldRules::default(),
+            response_fields: std::sync::Arc::default(),
         });
     }
     for (name, backend) in &raw.backends {
@@ -620,7 +621,18 @@ fn validate_backend(
         mock,
         max_concurrency,
         endpoints: validate_endpoints(check, name, backend.endpoints.as_deref())?,
-        request_fields: validate_fields(check, name, backend.request_fields.as_ref())?,
+        request_fields: validate_fields(
+            check,
+            name,
+            "request_fields",
+            backend.request_fields.as_ref(),
+        )?,
+        response_fields: std::sync::Arc::new(validate_fields(
+            check,
+            name,
+            "response_fields",
+            backend.response_fields.as_ref(),
+        )?),
     })
 }
 
@@ -662,19 +674,26 @@ fn validate_endpoints(
         .map(Some)
 }
 
-/// `backends.NAME.request_fields`: field names are non-empty.
+/// `backends.NAME.request_fields` / `response_fields`: every path segment
+/// is named (or `*`).
 fn validate_fields(
     check: &Checker<'_>,
     name: &str,
+    section: &str,
     raw: Option<&RawFieldRules>,
 ) -> Result<FieldRules, ConfigError> {
     let Some(raw) = raw else {
         return Ok(FieldRules::default());
     };
-    let key = |part: &str| format!("backends.{name}.request_fields.{part}");
-    let named = |part: &str, field: &str| {
-        if field.trim().is_empty() {
-            Err(check.fail(&key(part), "field names must not be empty"))
+    let key = |part: &str| format!("backends.{name}.{section}.{part}");
+    let named = |part: &str, path: &str| {
+        if path.split('.').any(|segment| segment.trim().is_empty()) {
+            Err(check.fail(
+                &key(part),
+                format!(
+                    "`{path}` is not a field path (names joined by dots, `*` for every element)"
+                ),
+            ))
         } else {
             Ok(())
         }
@@ -682,18 +701,21 @@ fn validate_fields(
     let mut rules = FieldRules::default();
     for (from, to) in &raw.rename {
         named("rename", from)?;
-        named("rename", to)?;
-        rules.rename.push((from.clone(), to.clone()));
+        if to.trim().is_empty() || to.contains('.') {
+            return Err(check.fail(
+                &key("rename"),
+                format!("`{to}`: the new name is one field name (the field stays in its object)"),
+            ));
+        }
+        rules.push(from, FieldOp::Rename(to.clone()));
     }
-    for field in &raw.remove {
-        named("remove", field)?;
-        rules.remove.push(field.clone());
+    for path in &raw.remove {
+        named("remove", path)?;
+        rules.push(path, FieldOp::Remove);
     }
-    for (field, value) in &raw.set {
-        named("set", field)?;
-        let raw_value = serde_json::value::to_raw_value(value)
-            .map_err(|e| check.fail(&key(&format!("set.{field}")), e.to_string()))?;
-        rules.set.push((field.clone(), raw_value));
+    for (path, value) in &raw.set {
+        named("set", path)?;
+        rules.push(path, FieldOp::Set(value.clone()));
     }
     Ok(rules)
 }

@@ -9,6 +9,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use axum::body::Body;
@@ -20,6 +21,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::error::error_json;
 use crate::record::{RequestRecord, Usage};
+use crate::upstream::fields::FieldRules;
 use crate::upstream::Wire;
 
 #[cfg(test)]
@@ -47,6 +49,9 @@ pub struct SseRelay {
     /// How much of `pending` has been searched for an event boundary.
     scanned: usize,
     done: bool,
+    /// The backend's `response_fields`, applied to each event's JSON
+    /// before anything else looks at it.
+    fields: Option<Arc<FieldRules>>,
 }
 
 #[derive(Deserialize)]
@@ -124,7 +129,41 @@ impl SseRelay {
             transform: None,
             client_wire: Wire::OpenAi,
             scanned: 0,
+            fields: None,
         }
+    }
+
+    /// Rewrites every event's JSON with the backend's `response_fields`.
+    pub fn with_fields(mut self, rules: Arc<FieldRules>) -> Self {
+        self.fields = Some(rules).filter(|r| !r.is_empty());
+        self
+    }
+
+    /// `events` with `response_fields` applied to each JSON payload; other
+    /// events (`[DONE]`, comments) pass unchanged.
+    fn rewrite_fields(&self, events: Bytes) -> Bytes {
+        let Some(rules) = &self.fields else {
+            return events;
+        };
+        let mut out = BytesMut::with_capacity(events.len() + 64);
+        for event in split_events(&events) {
+            let rewritten = event_data(event)
+                .filter(|data| data.first() == Some(&b'{'))
+                .and_then(|data| rules.apply(&data).ok());
+            let Some(data) = rewritten else {
+                out.extend_from_slice(event);
+                continue;
+            };
+            if let Some(name) = event_name(event) {
+                out.extend_from_slice(b"event: ");
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b"\n");
+            }
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(&data);
+            out.extend_from_slice(b"\n\n");
+        }
+        out.freeze()
     }
 
     /// Converts every event with `transform` for a client speaking `client_wire`.
@@ -166,6 +205,7 @@ impl SseRelay {
         let end = found?;
         self.scanned = self.pending.len() - end;
         let events = self.pending.split_to(end).freeze();
+        let events = self.rewrite_fields(events);
         if self.transform.is_some() {
             return Some(self.transform_events(&events)).filter(|out| !out.is_empty());
         }
@@ -306,7 +346,8 @@ impl HttpBody for SseRelay {
                     this.record.end_stream(None);
                     this.done = true;
                     // A final event without its blank line is still sent.
-                    let mut rest = this.pending.split().freeze();
+                    let rest = this.pending.split().freeze();
+                    let mut rest = this.rewrite_fields(rest);
                     if this.transform.is_some() {
                         let mut out = this.transform_events(&rest).to_vec();
                         if let Some(transform) = this.transform.as_mut() {

@@ -354,3 +354,53 @@ async fn request_fields_are_rewritten_and_unserved_apis_refused() {
         "nothing else reached the engine"
     );
 }
+
+/// `response_fields` rewrite complete answers and every streamed chunk,
+/// and the usage is still counted.
+#[tokio::test]
+async fn response_fields_rewrite_answers_and_stream_chunks() {
+    let engine = mock(&["--chunks", "3"]);
+    let gw = gateway_for(
+        &engine,
+        "    response_fields:\n      rename:\n        choices.*.message.role: speaker\n        choices.*.delta.content: text\n      set: {served_by: lexora}\n",
+    );
+    let answer: serde_json::Value = post(
+        &chat_url(&gw),
+        json!({"model": "m1", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    assert_eq!(answer["served_by"], "lexora", "{answer}");
+    assert_eq!(
+        answer["choices"][0]["message"]["speaker"], "assistant",
+        "{answer}"
+    );
+    assert!(
+        answer["choices"][0]["message"].get("role").is_none(),
+        "{answer}"
+    );
+
+    let text = post(
+        &chat_url(&gw),
+        json!({"model": "m1", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await
+    .text()
+    .await
+    .expect("text");
+    let chunks = sse_payloads(&text);
+    assert_eq!(chunks.last(), Some(&json!("[DONE]")), "{text}");
+    let objects: Vec<&serde_json::Value> = chunks.iter().filter(|c| c.is_object()).collect();
+    assert!(objects.iter().all(|c| c["served_by"] == "lexora"), "{text}");
+    let texts = objects
+        .iter()
+        .filter(|c| c["choices"][0]["delta"].get("text").is_some())
+        .count();
+    assert!(texts >= 3, "{text}");
+    assert!(!text.contains(r#""content""#), "{text}");
+
+    let stats = get_json(&format!("{}/stats", gw.url)).await;
+    assert!(stats["total_tokens"].as_u64().unwrap_or(0) > 0, "{stats}");
+}
