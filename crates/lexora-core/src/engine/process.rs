@@ -64,7 +64,8 @@ impl EngineProcess {
         labels: &Labels,
         tasks: &TaskTracker,
     ) -> io::Result<Self> {
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .args(args)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .stdin(Stdio::null())
@@ -72,8 +73,9 @@ impl EngineProcess {
             .stderr(Stdio::piped())
             // A backstop: if every owner is dropped without stop(), the
             // child is still killed.
-            .kill_on_drop(true)
-            .spawn()?;
+            .kill_on_drop(true);
+        die_with_parent(&mut command);
+        let mut child = command.spawn()?;
         let pid = child
             .id()
             .ok_or_else(|| io::Error::other("the engine exited before it had a pid"))?;
@@ -225,3 +227,30 @@ async fn forward_lines<R: AsyncRead + Unpin>(pipe: R, stream: &'static str, labe
         }
     }
 }
+
+/// The kernel kills the engine when Lexora dies, however it dies (SIGKILL,
+/// abort, OOM killer): without this, a crashed gateway would leave engines
+/// holding GPU memory. Linux only. The signal follows the death of the
+/// thread that spawned the child; that is a runtime worker thread, which
+/// lives as long as the gateway.
+#[cfg(target_os = "linux")]
+fn die_with_parent(command: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls async-signal-safe functions (prctl, getppid, _exit).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() as u32 != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_command: &mut Command) {}

@@ -344,3 +344,40 @@ async fn a_reload_with_new_engine_settings_replaces_the_engine() {
         "the replaced engine {old} still runs"
     );
 }
+
+/// A gateway killed with SIGKILL (no shutdown code runs) still takes its
+/// engine with it: the kernel kills the child when its parent dies.
+#[tokio::test]
+async fn an_engine_does_not_outlive_a_killed_gateway() {
+    let config = format!(
+        "{POLICIES_OFF}backends:\n{}",
+        engine_backend("local", "tiny", "", &[variant("small", 512, 100)])
+    );
+    let gw = gateway(&config);
+    let (status, body) = chat(&gw.url, 3).await;
+    assert_eq!(status, 200, "{body}\n{}", gw.stderr());
+    let pid = engine_of(&gw.url, "local").await["pid"]
+        .as_u64()
+        .expect("pid");
+    let killed = Command::new("kill")
+        .args(["-KILL", &gw.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let engine = format!("/proc/{pid}");
+    let gone = crate::support::eventually(Duration::from_secs(5), || {
+        let engine = engine.clone();
+        async move { !Path::new(&engine).exists() || is_zombie(&engine) }
+    })
+    .await;
+    assert!(gone, "engine {pid} outlived its killed gateway");
+}
+
+/// A zombie has died and only waits for its (new) parent to reap it.
+fn is_zombie(proc_dir: &str) -> bool {
+    std::fs::read_to_string(format!("{proc_dir}/stat")).is_ok_and(|stat| {
+        stat.rsplit(") ")
+            .next()
+            .is_some_and(|rest| rest.starts_with('Z'))
+    })
+}
