@@ -9,18 +9,20 @@
 //! give back an `http::Response` whose body streams as the engine writes it.
 //! Transport failures become [`GatewayError`]s here, at the edge.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use axum::body::Body;
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{header, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use metrics::{histogram, Histogram};
 use tower::ServiceExt;
 
 use crate::attempt::BackendPolicy;
@@ -43,6 +45,9 @@ enum Transport {
     Http {
         client: Box<HttpClient>,
         base: String,
+        /// `base` parsed once; `None` if it does not split into parts, and
+        /// then every request parses `base` and its path together.
+        origin: Option<Origin>,
     },
     InProcess(axum::Router),
     /// Local engine processes; each request goes to the base URL of the
@@ -68,6 +73,9 @@ pub struct Backend {
     /// never print.
     headers: Vec<(http::HeaderName, HeaderValue)>,
     health: ArcSwap<BackendHealth>,
+    /// `lexora_queue_wait_seconds` for this backend, registered by the
+    /// first request rather than looked up by every one.
+    queue_wait: OnceLock<Histogram>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -95,6 +103,7 @@ impl Backend {
                     config.provider != "llamacpp",
                 )?),
                 base: url.as_str().trim_end_matches('/').to_owned(),
+                origin: Origin::parse(url.as_str().trim_end_matches('/')),
             },
             (_, None) => {
                 return Err(GatewayError::Internal {
@@ -113,7 +122,17 @@ impl Backend {
             adapter,
             headers,
             health,
+            queue_wait: OnceLock::new(),
         })
+    }
+
+    /// Records how long a request waited for a slot at this backend.
+    pub fn record_queue_wait(&self, wait: Duration) {
+        self.queue_wait
+            .get_or_init(
+                || histogram!("lexora_queue_wait_seconds", "backend" => self.name().to_owned()),
+            )
+            .record(wait.as_secs_f64());
     }
 
     /// The backend's name from config.
@@ -208,13 +227,7 @@ impl Backend {
         };
         let base = lease.as_ref().map(|l| l.base_url.as_str());
         let response = self
-            .send_to(
-                base,
-                Method::POST,
-                &outbound.path,
-                body,
-                request_id,
-            )
+            .send_to(base, Method::POST, &outbound.path, body, request_id)
             .await?;
         Ok((response, outbound.wire, lease))
     }
@@ -274,16 +287,32 @@ impl Backend {
         body: Bytes,
         request_id: &HeaderValue,
     ) -> Result<Response<Body>, GatewayError> {
+        let mut host = None;
         let uri = match (&self.transport, base) {
-            (Transport::InProcess(_), _) => path.to_owned(),
-            (_, Some(base)) => format!("{base}{path}"),
-            (Transport::Http { base, .. }, None) => format!("{base}{path}"),
+            (Transport::InProcess(_), _) => Uri::try_from(path).map_err(http::Error::from),
+            (_, Some(base)) => Uri::try_from(format!("{base}{path}")).map_err(http::Error::from),
+            (
+                Transport::Http {
+                    origin: Some(origin),
+                    ..
+                },
+                None,
+            ) => {
+                host.clone_from(&origin.host);
+                origin.uri(path)
+            }
+            (Transport::Http { base, .. }, None) => {
+                Uri::try_from(format!("{base}{path}")).map_err(http::Error::from)
+            }
             (Transport::Engine { .. }, None) => {
                 return Err(GatewayError::Internal {
                     message: format!("engine backend `{}` has no running engine", self.name()),
                 })
             }
-        };
+        }
+        .map_err(|e| GatewayError::Internal {
+            message: format!("building the upstream request: {e}"),
+        })?;
         let mut request = Request::builder()
             .method(method)
             .uri(uri)
@@ -295,6 +324,10 @@ impl Backend {
                 message: format!("building the upstream request: {e}"),
             })?;
         let headers = request.headers_mut();
+        if let Some(host) = host {
+            // Before the configured headers, which may set their own.
+            headers.insert(header::HOST, host);
+        }
         for (name, value) in &self.headers {
             headers.insert(name.clone(), value.clone());
         }
@@ -338,6 +371,60 @@ impl Backend {
 /// connection closes or idles for 5 s, so idle pooled connections starve
 /// the new ones of a burst (seen: requests stalled in steps of 5 s).
 /// Closing after each answer costs a loopback handshake per request.
+/// An HTTP backend's URL split once into the parts of every request's URI.
+struct Origin {
+    scheme: Scheme,
+    authority: Authority,
+    /// The URL's path, put before each request's path.
+    prefix: String,
+    /// The `Host` header hyper's client would otherwise format anew for
+    /// every request. Plain HTTP only: hyper adds `Host` to HTTP/1 requests
+    /// and not to HTTP/2 ones, and over TLS the protocol is negotiated.
+    host: Option<HeaderValue>,
+}
+
+impl Origin {
+    fn parse(base: &str) -> Option<Self> {
+        let uri = Uri::try_from(base).ok()?;
+        let scheme = uri.scheme()?.clone();
+        let authority = uri.authority()?.clone();
+        let prefix = base
+            .split_once("://")?
+            .1
+            .strip_prefix(authority.as_str())?
+            .to_owned();
+        let host = if scheme == Scheme::HTTP {
+            // As hyper writes it: the host, and the port unless it is 80.
+            let value = match uri.port() {
+                Some(port) if port.as_u16() != 80 => format!("{}:{}", authority.host(), port),
+                _ => authority.host().to_owned(),
+            };
+            Some(HeaderValue::try_from(value).ok()?)
+        } else {
+            None
+        };
+        Some(Self {
+            scheme,
+            authority,
+            prefix,
+            host,
+        })
+    }
+
+    /// The URI of `path` at this origin, the same as parsing the base URL
+    /// and `path` written together, without parsing the base again.
+    fn uri(&self, path: &str) -> Result<Uri, http::Error> {
+        let mut text = String::with_capacity(self.prefix.len() + path.len());
+        text.push_str(&self.prefix);
+        text.push_str(path);
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(PathAndQuery::try_from(text)?);
+        Ok(Uri::from_parts(parts)?)
+    }
+}
+
 fn http_client(connect_timeout: Duration, keep_idle: bool) -> Result<HttpClient, GatewayError> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
@@ -388,6 +475,28 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("client error")]
     struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn origin_builds_the_uri_parsing_base_and_path_would() {
+        let cases = [
+            ("http://127.0.0.1:8000", Some("127.0.0.1:8000")),
+            ("http://engine", Some("engine")),
+            ("http://engine:80/prefix", Some("engine")),
+            ("http://[::1]:9000/a/b", Some("[::1]:9000")),
+            ("http://user:secret@engine:81", Some("engine:81")),
+            ("https://api.example.com/v2", None),
+        ];
+        for (base, host) in cases {
+            let origin = Origin::parse(base).expect(base);
+            for path in ["/v1/chat/completions", "/v1/models?x=1"] {
+                let expected = Uri::try_from(format!("{base}{path}")).expect("valid");
+                assert_eq!(origin.uri(path).expect("valid"), expected, "{base}{path}");
+            }
+            let host = host.map(|h| HeaderValue::from_static(h));
+            assert_eq!(origin.host, host, "{base}");
+        }
+        assert!(Origin::parse("not a url").is_none());
+    }
 
     #[test]
     fn root_cause_reaches_the_innermost_error() {
