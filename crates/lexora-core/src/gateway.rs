@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use metrics::{counter, histogram};
+use metrics::counter;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::time::Instant;
 
@@ -305,8 +305,7 @@ impl Gateway {
             timeout,
         };
         let answer = attempt::run(&candidates, &config.policies.retry, plan, record).await?;
-        histogram!("lexora_queue_wait_seconds", "backend" => answer.backend.name().to_owned())
-            .record(answer.queue_wait.as_secs_f64());
+        answer.backend.record_queue_wait(answer.queue_wait);
         extras.queue_wait = Some(answer.queue_wait).filter(|w| !w.is_zero());
         if let Some(wait) = extras.queue_wait {
             self.recorder.stats.note_queue_wait(wait);
