@@ -29,6 +29,10 @@ pub struct Recorder {
     gaps: Histogram<u64>,
     ok: u64,
     errors: BTreeMap<String, u64>,
+    /// Earliest intended send time and latest answer of the successes: a
+    /// target slower than the offered rate answers long after the window.
+    first_intended: Option<Instant>,
+    last_done: Option<Instant>,
 }
 
 impl Recorder {
@@ -42,6 +46,8 @@ impl Recorder {
             gaps: histogram()?,
             ok: 0,
             errors: BTreeMap::new(),
+            first_intended: None,
+            last_done: None,
         })
     }
 
@@ -51,6 +57,9 @@ impl Recorder {
             Ok(timings) => {
                 self.ok += 1;
                 let done = timings.done.unwrap_or_else(Instant::now);
+                self.first_intended =
+                    Some(self.first_intended.map_or(intended, |t| t.min(intended)));
+                self.last_done = Some(self.last_done.map_or(done, |t| t.max(done)));
                 add(&mut self.latency, done.saturating_duration_since(intended));
                 add(&mut self.service, done.saturating_duration_since(sent));
                 if let Some(first) = timings.first_token {
@@ -64,17 +73,28 @@ impl Recorder {
         }
     }
 
-    /// Summarises the run; `window` is the measured period used for the rate.
+    /// Summarises the run; `window` is the measured period. The achieved rate
+    /// is over the window or, when answers kept arriving well after it (a
+    /// target that could not keep up), over the time they took: from the
+    /// first intended send to the last answer, less the fastest answer's
+    /// latency (which any request takes, however lightly loaded the target).
     pub fn summary(&self, window: Duration) -> Summary {
         let errors_total = self.errors.values().sum();
-        let seconds = window.as_secs_f64().max(f64::EPSILON);
+        let span = match (self.first_intended, self.last_done) {
+            (Some(first), Some(last)) => last
+                .saturating_duration_since(first)
+                .saturating_sub(Duration::from_micros(self.latency.min())),
+            _ => Duration::ZERO,
+        };
+        let rate_window = window.max(span);
         Summary {
             requests: self.ok + errors_total,
             ok: self.ok,
             errors: errors_total,
             errors_by_kind: self.errors.clone(),
             window_s: window.as_secs_f64(),
-            achieved_rps: self.ok as f64 / seconds,
+            rate_window_s: rate_window.as_secs_f64(),
+            achieved_rps: self.ok as f64 / rate_window.as_secs_f64().max(f64::EPSILON),
             latency_us: Stats::of(&self.latency),
             service_us: Stats::of(&self.service),
             ttft_us: (!self.ttft.is_empty()).then(|| Stats::of(&self.ttft)),
@@ -140,7 +160,9 @@ pub struct Summary {
     pub errors_by_kind: BTreeMap<String, u64>,
     /// Length of the measured window, seconds.
     pub window_s: f64,
-    /// Successful requests per second over the window.
+    /// Seconds `achieved_rps` is computed over (≥ `window_s`).
+    pub rate_window_s: f64,
+    /// Successful requests per second over `rate_window_s`.
     pub achieved_rps: f64,
     /// Latency from the intended send time (coordinated-omission free in open loop).
     pub latency_us: Stats,

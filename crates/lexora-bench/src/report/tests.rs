@@ -40,3 +40,26 @@ fn curve_is_monotonic_and_ends_at_max() {
         Some(500)
     );
 }
+
+#[test]
+fn achieved_rate_counts_answers_that_arrive_after_the_window() {
+    let mut recorder = Recorder::new().expect("histograms");
+    let t = Instant::now();
+    // 10 requests intended over the first second, answered one per second
+    // (a target far slower than the offered rate); the fastest took 1 s.
+    for i in 0..10u64 {
+        let intended = t + Duration::from_millis(100 * i);
+        let timings = Timings {
+            done: Some(t + Duration::from_secs(i + 1)),
+            ..Timings::default()
+        };
+        recorder.record(intended, intended, Ok(timings));
+    }
+    let summary = recorder.summary(Duration::from_secs(1));
+    assert!(
+        (summary.rate_window_s - 9.0).abs() < 1e-3,
+        "{}",
+        summary.rate_window_s
+    );
+    assert!((summary.achieved_rps - 10.0 / 9.0).abs() < 1e-3);
+}
