@@ -1,0 +1,129 @@
+# shellcheck shell=bash disable=SC2154  # variables (work, BIN, ...) come from the caller
+# Shared by scripts/bench.sh and scripts/bench-callgrind.sh (sourced, not run):
+# the Lexora configurations under test and small process helpers, so that
+# every harness measures the same "policies off" and "policies on" gateway.
+#
+# Callers set: work (a scratch dir), BIN (the release dir), pids (an array of
+# started PIDs, killed by the caller's cleanup), KEY (the API key).
+
+log() { echo "[${LOG_TAG:-bench} $(date +%T)] $*" >&2; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_http() { # url [tries of 0.05 s]: until it accepts a TCP connection
+  local hostport=${1#http://} tries=${2:-200}
+  hostport=${hostport%%/*}
+  for _ in $(seq "$tries"); do
+    (exec 3<>"/dev/tcp/${hostport%:*}/${hostport#*:}") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "no answer from $1" >&2; return 1
+}
+
+# Starts a lexora binary (serve or mock) and waits for its "listening on URL"
+# line; sets URL and PID. A prefix command (taskset, valgrind) goes in
+# LAUNCH (an array), so the PID is the launched process's own.
+start_lexora_bin() { # name tries args...
+  local name=$1 tries=$2; shift 2
+  "${LAUNCH[@]}" "$BIN/lexora" "$@" >"$work/$name.out" 2>"$work/$name.err" &
+  PID=$!; pids+=("$PID")
+  for _ in $(seq "$tries"); do grep -q http "$work/$name.out" 2>/dev/null && break; sleep 0.05; done
+  URL=$(awk '{print $NF}' "$work/$name.out")
+  [ -n "$URL" ] || { echo "$name did not start:" >&2; cat "$work/$name.err" >&2; exit 1; }
+}
+
+cpu_ticks() { # pids... -> utime+stime (clock ticks), summed
+  local total=0 p t
+  for p in "$@"; do
+    t=$(sed 's/^.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')
+    total=$((total + t))
+  done
+  echo "$total"
+}
+
+rss_kb() { # pids... -> VmRSS summed (kB)
+  local total=0 p v
+  for p in "$@"; do v=$(awk '/^VmRSS/ {print $2}' "/proc/$p/status"); total=$((total + v)); done
+  echo "$total"
+}
+
+# The backends every Lexora target proxies to: model m (16-token answers),
+# s (paced 64-chunk streams) and, when given, l (long streams).
+backends_yaml() { # extra-keys engine-url stream-url [long-url]
+  echo "backends:"
+  echo "  engine: {url: \"$2\", $1 models: [{name: m}]}"
+  echo "  stream: {url: \"$3\", $1 models: [{name: s}]}"
+  if [ -n "${4:-}" ]; then echo "  long: {url: \"$4\", $1 models: [{name: l}]}"; fi
+}
+
+lexora_config() { # off|on engine-url stream-url [long-url]
+  local mode=$1; shift
+  case $mode in
+    off) # Policies off: the default rate limit, retries and breaker disabled.
+      cat <<YAML
+logging: {level: warn}
+rate_limit: {enabled: false}
+retry: {max_retries: 0}
+circuit_breaker: {enabled: false}
+YAML
+      backends_yaml "" "$@" ;;
+    on) # Every policy on (API key, per-user limits never refusing, queue,
+        # retries, breaker, stats, metrics). The queue and concurrency
+        # limit leave room for 1,000 concurrent streams.
+      cat <<YAML
+logging: {level: warn}
+auth:
+  keys: [{key: $KEY, user: bench, max_priority: high}]
+rate_limit: {enabled: true, default_rate: 1000000, default_burst: 1000000}
+rate_limits:
+  default: {requests_per_minute: 1000000000, tokens_per_minute: 1000000000000}
+queue: {max_size: 4096}
+retry: {max_retries: 3}
+circuit_breaker: {enabled: true}
+metrics: {enabled: true}
+YAML
+      backends_yaml "max_concurrency: 1024," "$@" ;;
+    *) echo "lexora_config: unknown mode $mode" >&2; return 1 ;;
+  esac
+}
+
+# Sends one chat completion (streamed or not) and checks it is answered 200
+# with generated text; logs the start of the answer. Every target is checked
+# before it is measured, so a misconfigured one fails loudly instead of
+# producing a table of fast errors. Retries for a while: some targets accept
+# connections before they can route.
+check_answer() { # name url model stream(0|1) max-tokens
+  python3 - "$@" <<'PY'
+import json, sys, time, urllib.request
+name, url, model, stream, max_tokens = sys.argv[1:6]
+stream = stream == "1"
+body = {"model": model, "messages": [{"role": "user", "content": "Hello there"}],
+        "max_tokens": int(max_tokens)}
+if stream:
+    body["stream"] = True
+request = urllib.request.Request(
+    url + "/v1/chat/completions", data=json.dumps(body).encode(),
+    headers={"Content-Type": "application/json", "Authorization": "Bearer sk-bench-000000001"})
+error = None
+for _ in range(60):
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            text = response.read().decode()
+        break
+    except Exception as e:  # not up yet, or answering errors: retry, then report
+        error = e
+        time.sleep(0.5)
+else:
+    sys.exit(f"{name}: no answer from {url} for model {model}: {error}")
+if stream:
+    events = [json.loads(l[5:]) for l in text.splitlines() if l.startswith("data:") and "[DONE]" not in l]
+    content = "".join((c.get("delta") or {}).get("content") or "" for e in events for c in e.get("choices", []))
+    summary = f"{len(events)} events, text {content[:40]!r}"
+else:
+    content = json.loads(text)["choices"][0]["message"]["content"]
+    summary = f"text {content[:40]!r}"
+if not content:
+    sys.exit(f"{name}: answered without text: {text[:200]}")
+print(f"[check] {name} ({model}{', stream' if stream else ''}): 200, {summary}", file=sys.stderr)
+PY
+}
