@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Turns the raw per-round measurements of scripts/bench.sh into
-results.json and results.md (medians over rounds; "added" = a target's
-median minus direct's median). Called by scripts/bench.sh; not standalone."""
+"""Turns the raw per-round measurements of scripts/bench.sh into results.json,
+results.md and latency.svg (medians over rounds; "added" = a target's median
+minus direct's median). Called by scripts/bench.sh as `report.py WORK OUT`;
+WORK holds raw/, settings, rss_idle, rss_rounds and notes."""
 
 import datetime
 import json
@@ -10,12 +11,19 @@ import platform
 import statistics
 import sys
 
-(work, out, targets, rates, rounds, duration, warmup, stream_rate, token_rate,
- stream_tokens, clk_tck, smoke) = sys.argv[1:13]
-targets = [t for t in targets.split(",") if t]
-rates = [int(r) for r in rates.split()]
-rounds, duration, warmup = int(rounds), float(duration), float(warmup)
-clk_tck = int(clk_tck)
+from plot import latency_svg
+
+work, out = sys.argv[1:3]
+with open(os.path.join(work, "settings")) as f:
+    settings_raw = dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
+targets = [t for t in settings_raw["targets"].split(",") if t]
+slow_targets = [t for t in settings_raw.get("slow_targets", "").split(",") if t]
+rates = [int(r) for r in settings_raw["rates"].split()]
+rounds = int(settings_raw["rounds"])
+duration, warmup = float(settings_raw["duration"]), float(settings_raw["warmup"])
+clk_tck = int(settings_raw["clk_tck"])
+smoke = settings_raw["smoke"] == "1"
+long_streams = int(settings_raw["long_streams"])
 
 
 def load(target, scenario):
@@ -41,32 +49,51 @@ def median(values):
     return statistics.median(values) if values else None
 
 
-def cpu_us_per_request(run, open_loop):
+def cpu_us_per_request(run):
     """CPU time of the target over the run divided by its requests. The CPU
-    window of lexora-bench runs includes the warm-up: scale the count."""
+    window of a lexora-bench run includes the warm-up, at about the same
+    rate: scale the count. (wrk's CPU window is its measured run alone.)"""
     ticks, requests = run.get("cpu_ticks"), run.get("requests")
     if not ticks or not requests:
         return None
-    if open_loop:
-        requests = requests * (warmup + duration) / duration
+    if run.get("window_s"):
+        requests = requests * (run.get("warmup_s", 0) + run["window_s"]) / run["window_s"]
     return ticks * 1e6 / clk_tck / requests
+
+
+def median_curve(runs, hist):
+    """Per-percentile median of the rounds' curves ([percentile, µs] pairs)."""
+    curves = [get(r, hist, "curve") for r in runs]
+    curves = [c for c in curves if c]
+    if not curves:
+        return None
+    return [[p, statistics.median(c[i][1] for c in curves)] for i, (p, _) in enumerate(curves[0])]
 
 
 def scenario_summary(target, scenario):
     runs = load(target, scenario)
-    open_loop = scenario.startswith("rate") or scenario == "stream"
     s = {
         "rounds": len(runs),
         "failed": sum(1 for r in runs if r.get("failed")),
+        "requests": sum(r.get("requests", 0) or 0 for r in runs),
         "errors": sum(r.get("errors", 0) or 0 for r in runs),
         "achieved_rps": median([r.get("achieved_rps") for r in runs]),
-        "cpu_us_per_request": median([cpu_us_per_request(r, open_loop) for r in runs]),
+        "target_rate": median([r.get("target_rate") for r in runs]),
+        "window_s": median([r.get("window_s") for r in runs]),
+        "cpu_us_per_request": median([cpu_us_per_request(r) for r in runs]),
     }
     for hist in ("latency_us", "ttft_us", "gap_us"):
         for q in ("p50", "p90", "p99", "p999", "max"):
             value = median([get(r, hist, q) for r in runs])
             if value is not None:
                 s[f"{hist[:-3]}_{q}_us"] = value
+    curve = median_curve(runs, "latency_us")
+    if curve:
+        s["latency_curve_us"] = curve
+    for key in ("rss_before_kb", "rss_peak_kb"):
+        value = median([r.get(key) for r in runs])
+        if value is not None:
+            s[key] = value
     kinds = {}
     for r in runs:
         for k, v in (r.get("errors_by_kind") or {}).items():
@@ -85,7 +112,7 @@ def rss(path):
     return table
 
 
-scenarios = ["c1"] + [f"rate{r}" for r in rates] + ["c64", "stream"]
+scenarios = ["c1"] + [f"rate{r}" for r in rates] + ["c64", "stream", "long"]
 results = {t: {s: scenario_summary(t, s) for s in scenarios} for t in targets}
 rss_idle, rss_rounds = rss(os.path.join(work, "rss_idle")), rss(os.path.join(work, "rss_rounds"))
 for t in targets:
@@ -114,21 +141,28 @@ machine = {
 }
 settings = {
     "rounds": rounds, "duration_s": duration, "warmup_s": warmup, "rates": rates,
-    "stream_rate": float(stream_rate), "token_rate": float(token_rate),
-    "stream_tokens": int(stream_tokens), "smoke": smoke == "1",
+    "stream_rate": float(settings_raw["stream_rate"]), "token_rate": float(settings_raw["token_rate"]),
+    "stream_tokens": int(settings_raw["stream_tokens"]), "long_streams": long_streams,
+    "long_tokens": int(settings_raw["long_tokens"]), "long_token_rate": float(settings_raw["long_token_rate"]),
+    "slow_targets": slow_targets, "slow_rate": int(settings_raw["slow_rate"]),
+    "slow_duration_s": float(settings_raw["slow_duration"]),
+    "slow_stream_rate": float(settings_raw["slow_stream_rate"]), "smoke": smoke,
     "pinning": "target on CPU 0; load generator and mock engines on CPU 1",
 }
-notes = [l.strip() for l in open(os.path.join(work, "notes")) if l.strip()] if os.path.exists(os.path.join(work, "notes")) else []
+notes_path = os.path.join(work, "notes")
+notes = [l.strip() for l in open(notes_path) if l.strip()] if os.path.exists(notes_path) else []
 
 # --- target checks (issue 6), Lexora with every policy on vs nginx -------------
 checks = []
+
+
+def check(name, value, limit, ok):
+    checks.append({"target": name, "value": value, "limit": limit,
+                   "holds": None if value is None or limit is None else ok(value, limit)})
+
+
 if "lexora-on" in results and "nginx" in results:
     on, ng = results["lexora-on"], results["nginx"]
-
-    def check(name, value, limit, ok):
-        checks.append({"target": name, "value": value, "limit": limit,
-                       "holds": None if value is None or limit is None else ok(value, limit)})
-
     ng_rps = ng["c64"]["achieved_rps"]
     check("throughput at 64 conns >= 0.8 x nginx", on["c64"]["achieved_rps"], ng_rps and 0.8 * ng_rps, lambda v, l: v >= l)
     ng_cpu = ng["c64"]["cpu_us_per_request"]
@@ -137,21 +171,48 @@ if "lexora-on" in results and "nginx" in results:
     # core's capacity, compare what each could do with a full core instead.
     check("one-core ceiling (1e6 / CPU us per req) >= 0.8 x nginx's", on_cpu and 1e6 / on_cpu,
           ng_cpu and 0.8e6 / ng_cpu, lambda v, l: v >= l)
-    check("CPU per request (64 conns) <= 1.5 x nginx", on["c64"]["cpu_us_per_request"], ng_cpu and 1.5 * ng_cpu, lambda v, l: v <= l)
+    check("CPU per request (64 conns) <= 1.5 x nginx", on_cpu, ng_cpu and 1.5 * ng_cpu, lambda v, l: v <= l)
     ng_p99 = added("nginx", "c1", "latency_p99_us")
     check("added p99 at concurrency 1 <= nginx's + 50 us", added("lexora-on", "c1", "latency_p99_us"),
           None if ng_p99 is None else ng_p99 + 50, lambda v, l: v <= l)
+if "lexora-on" in results:
+    on = results["lexora-on"]
     check("added TTFT p50 <= 200 us", added("lexora-on", "stream", "ttft_p50_us"), 200, lambda v, l: v <= l)
     check("added TTFT p99 <= 200 us", added("lexora-on", "stream", "ttft_p99_us"), 200, lambda v, l: v <= l)
     check("added inter-chunk gap p99 <= 50 us", added("lexora-on", "stream", "gap_p99_us"), 50, lambda v, l: v <= l)
     idle = on["rss_kb"]["idle"]
     check("RSS idle <= 20 MB", idle and idle / 1024, 20, lambda v, l: v <= l)
+    peak = on["long"].get("rss_peak_kb")
+    check(f"RSS with {long_streams:,} concurrent streams <= 100 MB", peak and peak / 1024, 100, lambda v, l: v <= l)
+    check(f"zero errors with {long_streams:,} concurrent streams", on["long"]["errors"] + on["long"]["failed"], 0,
+          lambda v, l: v == l)
     errs = sum(on[f"rate{r}"]["errors"] + on[f"rate{r}"]["failed"] for r in rates)
     check(f"zero errors at fixed rates {'/'.join(map(str, rates))} req/s", errs, 0, lambda v, l: v == l)
 
 with open(os.path.join(out, "results.json"), "w") as f:
     json.dump({"machine": machine, "settings": settings, "notes": notes, "targets": results,
                "checks": checks}, f, indent=2)
+
+
+# --- plot ------------------------------------------------------------------------
+def rate_title(r):
+    return f"{r:,} req/s (open loop, from the scheduled time)"
+
+
+panels = [("c1", "concurrency 1 (closed loop)")]
+panels += [(f"rate{r}", rate_title(r)) for r in sorted({rates[0], rates[-1]})]
+plot_panels = []
+for scenario, title in panels:
+    series = []
+    for t in targets:
+        s = results[t][scenario]
+        if s.get("latency_curve_us"):
+            errors = s["errors"] + s["failed"]
+            label = t + (f" ({errors:,} errors of {s['requests']:,})" if errors else "")
+            series.append((label, s["latency_curve_us"]))
+    plot_panels.append((title, series))
+with open(os.path.join(out, "latency.svg"), "w") as f:
+    f.write(latency_svg(plot_panels, f"Latency percentiles, medians over {rounds} round(s), {machine['date']}"))
 
 
 # --- markdown --------------------------------------------------------------------
@@ -165,44 +226,55 @@ def signed(v):
     return "–" if v is None else f"{v:+,.0f}"
 
 
+def error_cell(s):
+    errors = s["errors"] + s["failed"]
+    kinds = s.get("errors_by_kind")
+    share = f" ({errors / s['requests']:.0%})" if errors and s["requests"] else ""
+    return f"{errors}{share}{' ' + json.dumps(kinds) if kinds else ''}"
+
+
 md = []
-md.append(f"# Lexora benchmark results{' (smoke)' if smoke == '1' else ''}\n")
+md.append(f"# Lexora benchmark results{' (smoke)' if smoke else ''}\n")
 md.append(f"{machine['date']}; {machine['nproc']} CPUs ({machine['cpu_model']}), "
           f"{(machine['mem_total_kb'] or 0) / 1048576:.0f} GiB, Linux {machine['kernel']}. "
           f"{settings['pinning']}. {rounds} interleaved round(s), {duration:g} s per measurement "
           f"after {warmup:g} s warm-up; medians over rounds; \"added\" = target median − direct median. "
           "Mock engine: zero delay, 16-token answers. Latency is measured by `lexora-bench` "
           "from the intended send time (open loop: the schedule), so it includes the load "
-          "generator's own ~100 µs scheduling/wake-up cost, identical for every target.\n")
+          "generator's own ~100 µs scheduling/wake-up cost, identical for every target. "
+          "Latency percentile curves: [`latency.svg`](latency.svg).\n")
+if slow_targets:
+    md.append(f"Slow targets ({', '.join(slow_targets)}) are measured with a lighter load so a run "
+              f"stays minutes long: at most 256 requests in flight and a 10 s timeout (requests "
+              f"beyond either count as errors), fixed rates above {settings['slow_rate']} req/s "
+              f"over {settings['slow_duration_s']:g} s after 0.5 s warm-up, and "
+              f"{settings['slow_stream_rate']:g} streams/s.\n")
 md.append("## Latency at concurrency 1 (closed loop, 1 connection), µs\n")
-md.append("| target | p50 | p99 | p99.9 | added p50 | added p99 | added p99.9 | req/s |")
-md.append("|---|---|---|---|---|---|---|---|")
+md.append("| target | p50 | p99 | p99.9 | added p50 | added p99 | added p99.9 | req/s | errors |")
+md.append("|---|---|---|---|---|---|---|---|---|")
 for t in targets:
     s = results[t]["c1"]
     md.append(f"| {t} | {fmt(s.get('latency_p50_us'))} | {fmt(s.get('latency_p99_us'))} | "
               f"{fmt(s.get('latency_p999_us'))} | {signed(added(t, 'c1', 'latency_p50_us'))} | "
               f"{signed(added(t, 'c1', 'latency_p99_us'))} | {signed(added(t, 'c1', 'latency_p999_us'))} | "
-              f"{fmt(s['achieved_rps'])} |")
+              f"{fmt(s['achieved_rps'])} | {error_cell(s)} |")
 md.append("\n## Fixed rates (open loop), µs\n")
 md.append("| target | rate | achieved | p50 | p99 | p99.9 | added p99 | errors (all rounds) |")
 md.append("|---|---|---|---|---|---|---|---|")
 for rate in rates:
     for t in targets:
         s = results[t][f"rate{rate}"]
-        errors = s["errors"] + s["failed"]
-        kinds = s.get("errors_by_kind")
         md.append(f"| {t} | {rate} | {fmt(s['achieved_rps'])} | {fmt(s.get('latency_p50_us'))} | "
                   f"{fmt(s.get('latency_p99_us'))} | {fmt(s.get('latency_p999_us'))} | "
-                  f"{signed(added(t, f'rate{rate}', 'latency_p99_us'))} | {errors}"
-                  f"{' ' + json.dumps(kinds) if kinds else ''} |")
-tool = "lexora-bench" if smoke == "1" else "wrk -t1"
+                  f"{signed(added(t, f'rate{rate}', 'latency_p99_us'))} | {error_cell(s)} |")
+tool = "lexora-bench" if smoke else "wrk -t1"
+cpu_rate = 1000 if 1000 in rates else rates[len(rates) // 2]
 md.append(f"\n## Maximum throughput, 64 connections ({tool}) and CPU per request\n")
 md.append("| target | req/s | × direct | × nginx | p50 µs | p99 µs | CPU µs/req (64 conns) | target core busy | "
-          f"CPU µs/req ({rates[min(1, len(rates) - 1)]}/s) | errors |")
+          f"CPU µs/req ({cpu_rate}/s) | errors |")
 md.append("|---|---|---|---|---|---|---|---|---|---|")
 d_rps = results["direct"]["c64"]["achieved_rps"]
 n_rps = results.get("nginx", {}).get("c64", {}).get("achieved_rps")
-mid_rate = f"rate{rates[min(1, len(rates) - 1)]}"
 for t in targets:
     s = results[t]["c64"]
     rps = s["achieved_rps"]
@@ -210,29 +282,50 @@ for t in targets:
               f"{fmt(rps / n_rps if rps and n_rps else None, 2)} | {fmt(s.get('latency_p50_us'))} | "
               f"{fmt(s.get('latency_p99_us'))} | {fmt(s['cpu_us_per_request'], 1)} | "
               f"{fmt(rps and s['cpu_us_per_request'] and rps * s['cpu_us_per_request'] / 1e4)} % | "
-              f"{fmt(results[t][mid_rate]['cpu_us_per_request'], 1)} | {s['errors'] + s['failed']} |")
+              f"{fmt(results[t][f'rate{cpu_rate}']['cpu_us_per_request'], 1)} | {s['errors'] + s['failed']} |")
 md.append(f"\n(direct's CPU is the mock engine's own. CPU from /proc/PID/stat utime+stime, "
           f"{clk_tck} ticks/s. \"target core busy\" = req/s × CPU per request: below ~100 % the "
           "load side — wrk and the engine sharing one core — was the limit, not the target.)\n")
-md.append(f"## Streaming: {stream_tokens}-chunk streams at {float(token_rate):g} tokens/s, "
-          f"{float(stream_rate):g} streams/s (open loop), µs\n")
-md.append("| target | TTFT p50 | TTFT p99 | added TTFT p50 | added TTFT p99 | gap p50 | gap p99 | "
-          "added gap p99 | errors |")
-md.append("|---|---|---|---|---|---|---|---|---|")
+md.append(f"## Streaming: {settings['stream_tokens']}-chunk streams at {settings['token_rate']:g} tokens/s "
+          "(open loop), µs\n")
+md.append("| target | streams/s | TTFT p50 | TTFT p99 | added TTFT p50 | added TTFT p99 | gap p50 | gap p99 | "
+          "added gap p99 | CPU µs/stream | errors |")
+md.append("|---|---|---|---|---|---|---|---|---|---|---|")
 for t in targets:
     s = results[t]["stream"]
-    md.append(f"| {t} | {fmt(s.get('ttft_p50_us'))} | {fmt(s.get('ttft_p99_us'))} | "
+    md.append(f"| {t} | {fmt(s['target_rate'])} | {fmt(s.get('ttft_p50_us'))} | {fmt(s.get('ttft_p99_us'))} | "
               f"{signed(added(t, 'stream', 'ttft_p50_us'))} | {signed(added(t, 'stream', 'ttft_p99_us'))} | "
               f"{fmt(s.get('gap_p50_us'))} | {fmt(s.get('gap_p99_us'))} | "
-              f"{signed(added(t, 'stream', 'gap_p99_us'))} | {s['errors'] + s['failed']} |")
-md.append("\n## Memory (VmRSS), MB\n")
+              f"{signed(added(t, 'stream', 'gap_p99_us'))} | {fmt(s['cpu_us_per_request'])} | {error_cell(s)} |")
+md.append("\n(A gap p50 near 0 means the target delivered chunks in batches rather than as they came; "
+          "CPU per stream is the process serving the streams, over the run.)\n")
+md.append(f"\n## {long_streams:,} concurrent long streams ({settings['long_tokens']} tokens at "
+          f"{settings['long_token_rate']:g} tokens/s each, one per connection, all at once)\n")
+md.append("| target | streams ok | errors | RSS before MB | RSS peak MB | TTFT p99 ms | gap p50 ms | gap p99 ms | "
+          "added gap p99 ms | CPU µs/stream | took s |")
+md.append("|---|---|---|---|---|---|---|---|---|---|---|")
+for t in targets:
+    s = results[t]["long"]
+    ms = lambda key: s.get(key) and s[key] / 1000  # noqa: E731
+    added_gap = added(t, "long", "gap_p99_us")
+    md.append(f"| {t} | {fmt((s['requests'] - s['errors']) / max(s['rounds'], 1))} | {error_cell(s)} | "
+              f"{fmt(s.get('rss_before_kb') and s['rss_before_kb'] / 1024, 1)} | "
+              f"{fmt(s.get('rss_peak_kb') and s['rss_peak_kb'] / 1024, 1)} | {fmt(ms('ttft_p99_us'), 1)} | "
+              f"{fmt(ms('gap_p50_us'), 1)} | {fmt(ms('gap_p99_us'), 1)} | "
+              f"{'–' if added_gap is None else f'{added_gap / 1000:+,.1f}'} | {fmt(s['cpu_us_per_request'])} | "
+              f"{fmt(s['window_s'], 1)} |")
+md.append("\n(\"streams ok\" is per round; RSS of the process serving the long streams, sampled every "
+          "0.1 s; for direct, the mock engine's. \"took\" = from the first stream's start to the "
+          "last one's end.)\n")
+md.append("## Memory (VmRSS), MB\n")
 md.append("| target | idle | " + " | ".join(f"after round {r}" for r in range(1, rounds + 1)) + " |")
 md.append("|---|---|" + "---|" * rounds)
 for t in targets:
     r = results[t]["rss_kb"]
     md.append(f"| {t} | {fmt(r['idle'] and r['idle'] / 1024, 1)} | "
               + " | ".join(fmt(v / 1024, 1) for v in r["after_round"]) + " |")
-md.append("\n(direct = the mock engine. The 1,000-concurrent-streams RSS scenario is not measured yet.)\n")
+md.append("\n(direct = the mock engine. Memory over a 1-million-request run: `scripts/bench.sh --soak`, "
+          "[`soak.md`](soak.md).)\n")
 if checks:
     md.append("## Issue 6 targets (Lexora, every policy on, vs nginx in this run)\n")
     md.append("| target | measured | limit | holds |")

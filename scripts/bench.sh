@@ -1,17 +1,32 @@
 #!/usr/bin/env bash
 # The performance harness (issue 6): Lexora side by side with direct access to
-# the mock engine (the floor) and nginx as a reverse proxy (the reference),
-# in the same run, interleaved over rounds; medians reported.
+# the mock engine (the floor), nginx as a reverse proxy (the reference) and,
+# with --peers, LiteLLM's proxy and SGLang's router, in the same run,
+# interleaved over rounds; medians reported.
 #
-#   scripts/bench.sh            full run -> bench/results.md, bench/results.json
+#   scripts/bench.sh            full run -> bench/results.md, results.json,
+#                               latency.svg (~10 min; ~16 min with --peers)
 #   scripts/bench.sh --smoke    one tiny round, direct + Lexora only (< 30 s),
 #                               results in a temp dir; exits 1 on any error
-#   scripts/bench.sh --peers    also LiteLLM / SGLang router when importable
-#                               from a venv under ~/.cache/lexora
+#   scripts/bench.sh --peers    also LiteLLM and SGLang's router (installed into
+#                               ~/.cache/lexora by scripts/bench-peers-install.sh)
+#   scripts/bench.sh --soak     only the soak: 1,000,000 requests (and 50,000
+#                               streams) through Lexora with every policy on,
+#                               RSS sampled along the way -> bench/soak.md (~2 min)
+#
+# Scenarios per target and round: latency at concurrency 1; fixed rates
+# (open loop); 64 connections (wrk); 64-chunk streams at a fixed rate;
+# LONG_STREAMS concurrent long streams (peak RSS, errors); RSS after the round.
 #
 # Environment: ROUNDS (3), DURATION (5 s per measurement), WARMUP (1 s),
-# RATES ("500 1000 2000"), STREAM_RATE (streams/s, 100), TOKEN_RATE (mock
-# tokens/s, 1000), STREAM_TOKENS (64), OUT (bench), CARGO_TARGET_DIR.
+# RATES ("100 500 1000 2000"), STREAM_RATE (streams/s, 100), TOKEN_RATE (mock
+# tokens/s, 1000), STREAM_TOKENS (64), LONG_STREAMS (1000), LONG_TOKENS (64),
+# LONG_TOKEN_RATE (10 tokens/s, so a long stream lasts 6.4 s), OUT (bench),
+# SOAK_REQUESTS (1000000), SOAK_STREAMS (50000), CARGO_TARGET_DIR.
+# Slow targets (LiteLLM, ~124 req/s on one core) get SLOW_DURATION (2 s)
+# at the fixed rates above SLOW_RATE (200), at most 256 requests in flight and
+# a 10 s timeout (requests beyond count as errors), and SLOW_STREAM_RATE (10)
+# streams/s, so a round stays minutes long; the tables say what each ran.
 # Needs: taskset, wrk and nginx (apt-get install -y wrk nginx-light), python3.
 #
 # Pinning: the target under test on CPU 0; the load generator and the mock
@@ -19,27 +34,39 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=scripts/bench-lib.sh
+source "$ROOT/scripts/bench-lib.sh"
 
-SMOKE=0 PEERS=0
+SMOKE=0 PEERS=0 SOAK=0
 for arg in "$@"; do
   case $arg in
     --smoke) SMOKE=1 ;;
     --peers) PEERS=1 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    --soak) SOAK=1 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
 
 if [ "$SMOKE" = 1 ]; then
-  ROUNDS=1 DURATION=1 WARMUP=0.3 RATES="500" STREAM_RATE=50 PEERS=0
+  ROUNDS=1 DURATION=1 WARMUP=0.3 RATES="500" STREAM_RATE=50 PEERS=0 SOAK=0
+  LONG_STREAMS=100 LONG_TOKENS=16 LONG_TOKEN_RATE=50
 fi
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-5}"
 WARMUP="${WARMUP:-1}"
-RATES="${RATES:-500 1000 2000}"
+RATES="${RATES:-100 500 1000 2000}"
 STREAM_RATE="${STREAM_RATE:-100}"
 TOKEN_RATE="${TOKEN_RATE:-1000}"
 STREAM_TOKENS="${STREAM_TOKENS:-64}"
+LONG_STREAMS="${LONG_STREAMS:-1000}"
+LONG_TOKENS="${LONG_TOKENS:-64}"
+LONG_TOKEN_RATE="${LONG_TOKEN_RATE:-10}"
+SLOW_RATE="${SLOW_RATE:-200}"
+SLOW_DURATION="${SLOW_DURATION:-2}"
+SLOW_STREAM_RATE="${SLOW_STREAM_RATE:-10}"
+SOAK_REQUESTS="${SOAK_REQUESTS:-1000000}"
+SOAK_STREAMS="${SOAK_STREAMS:-50000}"
 OUT="${OUT:-$ROOT/bench}"
 CPU_TARGET=0 CPU_LOAD=1
 KEY="sk-bench-000000001"
@@ -47,7 +74,7 @@ KEY="sk-bench-000000001"
 for tool in taskset python3; do
   command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 1; }
 done
-if [ "$SMOKE" = 0 ]; then
+if [ "$SMOKE" = 0 ] && [ "$SOAK" = 0 ]; then
   for tool in wrk nginx; do
     command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install -y wrk nginx-light)" >&2; exit 1; }
   done
@@ -69,60 +96,47 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 mkdir -p "$work/raw"
 
-log() { echo "[bench $(date +%T)] $*" >&2; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { # url: until it accepts a TCP connection
-  local hostport=${1#http://}; hostport=${hostport%%/*}
-  for _ in $(seq 200); do
-    (exec 3<>"/dev/tcp/${hostport%:*}/${hostport#*:}") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "no answer from $1" >&2; return 1
-}
-start_lexora_bin() { # name cpu args... -> sets URL, PID
-  local name=$1 cpu=$2; shift 2
-  taskset -c "$cpu" "$BIN/lexora" "$@" >"$work/$name.out" 2>"$work/$name.err" &
-  PID=$!; pids+=("$PID")
-  for _ in $(seq 200); do grep -q http "$work/$name.out" 2>/dev/null && break; sleep 0.05; done
-  URL=$(awk '{print $NF}' "$work/$name.out")
-  [ -n "$URL" ] || { echo "$name did not start:" >&2; cat "$work/$name.err" >&2; exit 1; }
-}
-cpu_ticks() { # pids... -> utime+stime (clock ticks), summed
-  local total=0 p t
-  for p in "$@"; do
-    t=$(sed 's/^.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')
-    total=$((total + t))
-  done
-  echo "$total"
-}
-rss_kb() { # pids... -> VmRSS summed (kB)
-  local total=0 p v
-  for p in "$@"; do v=$(awk '/^VmRSS/ {print $2}' "/proc/$p/status"); total=$((total + v)); done
-  echo "$total"
-}
+if [ "$SOAK" = 1 ]; then
+  # shellcheck source=scripts/bench-soak.sh
+  source "$ROOT/scripts/bench-soak.sh"
+  exit 0
+fi
 
 # --- upstreams (CPU 1) -------------------------------------------------------
-start_lexora_bin engine "$CPU_LOAD" mock --port 0 --model m --chunks 16
+LAUNCH=(taskset -c "$CPU_LOAD")
+start_lexora_bin engine 200 mock --port 0 --model m --chunks 16
 ENGINE=$URL ENGINE_PID=$PID
-start_lexora_bin stream-engine "$CPU_LOAD" mock --port 0 --model s --chunks "$STREAM_TOKENS" --tokens-per-second "$TOKEN_RATE"
+start_lexora_bin stream-engine 200 mock --port 0 --model s --chunks "$STREAM_TOKENS" \
+  --tokens-per-second "$TOKEN_RATE"
 STREAM_ENGINE=$URL STREAM_ENGINE_PID=$PID
-log "mock engine $ENGINE, streaming mock $STREAM_ENGINE ($TOKEN_RATE tokens/s, $STREAM_TOKENS chunks)"
+start_lexora_bin long-engine 200 mock --port 0 --model l --chunks "$LONG_TOKENS" \
+  --tokens-per-second "$LONG_TOKEN_RATE"
+LONG_ENGINE=$URL LONG_ENGINE_PID=$PID
+log "mock engine $ENGINE, streaming mock $STREAM_ENGINE ($TOKEN_RATE tokens/s, $STREAM_TOKENS chunks)," \
+  "long-stream mock $LONG_ENGINE ($LONG_TOKEN_RATE tokens/s, $LONG_TOKENS chunks)"
 
 # --- targets (CPU 0) ---------------------------------------------------------
-# Each target: NAME -> URL_M (16-token answers), URL_S (streams), PIDS (measured).
-declare -A URL_M URL_S PIDS
+# Each target: NAME -> URL_M (16-token answers), URL_S (streams), URL_L (long
+# streams), and the PIDs whose CPU and RSS are measured for each (a peer may
+# run one process per upstream). SLOW marks targets that get the lighter load.
+declare -A URL_M URL_S URL_L PIDS PIDS_S PIDS_L SLOW
 TARGETS=()
-add_target() { TARGETS+=("$1"); URL_M[$1]=$2; URL_S[$1]=$3; PIDS[$1]=$4; }
+add_target() { # name url-m url-s url-l pids-m pids-s pids-l [slow]
+  TARGETS+=("$1"); URL_M[$1]=$2; URL_S[$1]=$3; URL_L[$1]=$4
+  PIDS[$1]=$5; PIDS_S[$1]=$6; PIDS_L[$1]=$7; SLOW[$1]=${8:-0}
+}
 
-add_target direct "$ENGINE" "$STREAM_ENGINE" "$ENGINE_PID"
+add_target direct "$ENGINE" "$STREAM_ENGINE" "$LONG_ENGINE" "$ENGINE_PID" "$STREAM_ENGINE_PID" "$LONG_ENGINE_PID"
 
+LAUNCH=(taskset -c "$CPU_TARGET")
 if [ "$SMOKE" = 0 ]; then
   mkdir -p "$work/nginx"
-  NGINX_M=$(free_port) NGINX_S=$(free_port)
+  NGINX_M=$(free_port) NGINX_S=$(free_port) NGINX_L=$(free_port)
   cat >"$work/nginx/nginx.conf" <<NGINX
 daemon off;
 master_process off;
 worker_processes 1;
+worker_rlimit_nofile 16384;
 pid $work/nginx/nginx.pid;
 error_log $work/nginx/error.log warn;
 events { worker_connections 8192; }
@@ -136,98 +150,44 @@ http {
   keepalive_requests 1000000;
   upstream engine { server ${ENGINE#http://}; keepalive 256; keepalive_requests 1000000; }
   upstream stream { server ${STREAM_ENGINE#http://}; keepalive 256; keepalive_requests 1000000; }
+  upstream long { server ${LONG_ENGINE#http://}; keepalive 256; keepalive_requests 1000000; }
   proxy_http_version 1.1;
   proxy_set_header Connection "";
   proxy_buffering off;
+  proxy_read_timeout 120s;
   tcp_nodelay on;
   server { listen 127.0.0.1:$NGINX_M; location / { proxy_pass http://engine; } }
   server { listen 127.0.0.1:$NGINX_S; location / { proxy_pass http://stream; } }
+  server { listen 127.0.0.1:$NGINX_L; location / { proxy_pass http://long; } }
 }
 NGINX
   taskset -c "$CPU_TARGET" nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" \
     >"$work/nginx.out" 2>&1 &
   PID=$!; pids+=("$PID")
   wait_http "http://127.0.0.1:$NGINX_M"
-  add_target nginx "http://127.0.0.1:$NGINX_M" "http://127.0.0.1:$NGINX_S" "$PID"
-fi
+  add_target nginx "http://127.0.0.1:$NGINX_M" "http://127.0.0.1:$NGINX_S" "http://127.0.0.1:$NGINX_L" \
+    "$PID" "$PID" "$PID"
 
-backends_yaml() { # extra keys for the backends (e.g. max_concurrency)
-  cat <<YAML
-backends:
-  engine: {url: "$ENGINE", $1 models: [{name: m}]}
-  stream: {url: "$STREAM_ENGINE", $1 models: [{name: s}]}
-YAML
-}
-if [ "$SMOKE" = 0 ]; then
-  # Policies off: the default rate limit, retries and breaker disabled.
-  { cat <<YAML
-logging: {level: warn}
-rate_limit: {enabled: false}
-retry: {max_retries: 0}
-circuit_breaker: {enabled: false}
-YAML
-    backends_yaml ""; } >"$work/off.yaml"
-  start_lexora_bin lexora-off "$CPU_TARGET" serve --config "$work/off.yaml" --host 127.0.0.1 --port 0
-  add_target lexora-off "$URL" "$URL" "$PID"
+  lexora_config off "$ENGINE" "$STREAM_ENGINE" "$LONG_ENGINE" >"$work/off.yaml"
+  start_lexora_bin lexora-off 200 serve --config "$work/off.yaml" --host 127.0.0.1 --port 0
+  add_target lexora-off "$URL" "$URL" "$URL" "$PID" "$PID" "$PID"
 fi
-# Every policy on (API key, per-user limits never refusing, queue, retries,
-# breaker, stats, metrics).
-{ cat <<YAML
-logging: {level: warn}
-auth:
-  keys: [{key: $KEY, user: bench, max_priority: high}]
-rate_limit: {enabled: true, default_rate: 1000000, default_burst: 1000000}
-rate_limits:
-  default: {requests_per_minute: 1000000000, tokens_per_minute: 1000000000000}
-queue: {max_size: 4096}
-retry: {max_retries: 3}
-circuit_breaker: {enabled: true}
-metrics: {enabled: true}
-YAML
-  backends_yaml "max_concurrency: 1024,"; } >"$work/on.yaml"
-start_lexora_bin lexora-on "$CPU_TARGET" serve --config "$work/on.yaml" --host 127.0.0.1 --port 0
-add_target lexora-on "$URL" "$URL" "$PID"
+lexora_config on "$ENGINE" "$STREAM_ENGINE" "$LONG_ENGINE" >"$work/on.yaml"
+start_lexora_bin lexora-on 200 serve --config "$work/on.yaml" --host 127.0.0.1 --port 0
+add_target lexora-on "$URL" "$URL" "$URL" "$PID" "$PID" "$PID"
 
 NOTES=()
 if [ "$PEERS" = 1 ]; then
-  find_venv() { # module -> python path
-    local py
-    for py in "$HOME"/.cache/lexora/*/bin/python; do
-      [ -x "$py" ] && "$py" -c "import $1" 2>/dev/null && { echo "$py"; return 0; }
-    done
-    return 1
-  }
-  if py=$(find_venv sglang_router); then
-    start_sglang() { # port upstream -> PID
-      taskset -c "$CPU_TARGET" "$py" -m sglang_router.launch_router --host 127.0.0.1 --port "$1" \
-        --worker-urls "$2" >"$work/sglang-$1.log" 2>&1 &
-      PID=$!; pids+=("$PID")
-    }
-    port=$(free_port) port_s=$(free_port)
-    start_sglang "$port" "$ENGINE"; sg_m=$PID
-    start_sglang "$port_s" "$STREAM_ENGINE"; sg_s=$PID
-    wait_http "http://127.0.0.1:$port" && wait_http "http://127.0.0.1:$port_s"
-    add_target sglang-router "http://127.0.0.1:$port" "http://127.0.0.1:$port_s" "$sg_m"  # RSS/CPU: the non-stream router
-  else
-    NOTES+=("sglang-router skipped: sglang_router not importable from a venv under ~/.cache/lexora (pip install sglang-router==0.3.2)")
-  fi
-  if py=$(find_venv litellm); then
-    port=$(free_port)
-    cat >"$work/litellm.yaml" <<YAML
-model_list:
-  - {model_name: m, litellm_params: {model: openai/m, api_base: "$ENGINE/v1", api_key: none}}
-  - {model_name: s, litellm_params: {model: openai/s, api_base: "$STREAM_ENGINE/v1", api_key: none}}
-litellm_settings: {telemetry: false}
-YAML
-    LITELLM_LOCAL_MODEL_COST_MAP=True taskset -c "$CPU_TARGET" "$(dirname "$py")/litellm" \
-      --config "$work/litellm.yaml" --host 127.0.0.1 --port "$port" >"$work/litellm.log" 2>&1 &
-    PID=$!; pids+=("$PID")
-    wait_http "http://127.0.0.1:$port"
-    add_target litellm "http://127.0.0.1:$port" "http://127.0.0.1:$port" "$PID"
-  else
-    NOTES+=("litellm skipped: litellm not importable from a venv under ~/.cache/lexora (pip install 'litellm[proxy]==1.74.9')")
-  fi
+  # shellcheck source=scripts/bench-peers.sh
+  source "$ROOT/scripts/bench-peers.sh"
 fi
+
+# Every target must really answer, streamed or not, on each upstream.
+for t in "${TARGETS[@]}"; do
+  check_answer "$t" "${URL_M[$t]}" m 0 16
+  check_answer "$t" "${URL_S[$t]}" s 1 16
+  check_answer "$t" "${URL_L[$t]}" l 1 2
+done
 
 # --- measurements ------------------------------------------------------------
 sleep 0.5
@@ -236,23 +196,38 @@ for t in "${TARGETS[@]}"; do
   echo "$t $(rss_kb ${PIDS[$t]})" >>"$work/rss_idle"
 done
 
-bench() { # target scenario round args... -> raw/<target>.<scenario>.<round>.json
-  local t=$1 s=$2 r=$3; shift 3
+# Waits (at most 30 s) until the target's processes are idle: a slow target
+# may still be working off requests the load generator gave up on, and that
+# work must not land on the next target's measurement (same core).
+settle() { # pids...
+  local before after
+  for _ in $(seq 150); do
+    before=$(cpu_ticks "$@"); sleep 0.2; after=$(cpu_ticks "$@")
+    [ $((after - before)) -le 1 ] && return 0
+  done
+  log "still busy after 30 s: $*"
+}
+
+bench() { # target scenario round pids args... -> raw/<target>.<scenario>.<round>.json
+  local t=$1 s=$2 r=$3 p=$4; shift 4
   local out="$work/raw/$t.$s.$r.json" before after
   # shellcheck disable=SC2086
-  before=$(cpu_ticks ${PIDS[$t]})
+  before=$(cpu_ticks $p)
   if ! taskset -c "$CPU_LOAD" "$BIN/lexora-bench" --label "$t" --warmup "$WARMUP" --duration "$DURATION" \
       -H "Authorization: Bearer $KEY" "$@" >"$out.tmp" 2>"$work/raw/$t.$s.$r.err"; then
     echo '{"failed": true}' >"$out.tmp"
   fi
   # shellcheck disable=SC2086
-  after=$(cpu_ticks ${PIDS[$t]})
+  after=$(cpu_ticks $p)
   python3 - "$out.tmp" "$out" "$((after - before))" <<'PY'
 import json, sys
 data = json.load(open(sys.argv[1])); data["cpu_ticks"] = int(sys.argv[3])
 json.dump(data, open(sys.argv[2], "w"))
 PY
+  # shellcheck disable=SC2086
+  settle $p
 }
+
 wrk_run() { # target round -> raw/<target>.c64.<round>.json (wrk, 64 connections)
   local t=$1 r=$2 before after
   cat >"$work/post.lua" <<LUA
@@ -268,22 +243,40 @@ LUA
     "${URL_M[$t]}/v1/chat/completions" >"$work/raw/$t.c64.$r.txt" 2>&1 || true
   # shellcheck disable=SC2086
   after=$(cpu_ticks ${PIDS[$t]})
-  python3 - "$work/raw/$t.c64.$r.txt" "$work/raw/$t.c64.$r.json" "$((after - before))" <<'PY'
-import json, re, sys
-text = open(sys.argv[1]).read()
-def us(v):
-    m = re.match(r"([\d.]+)(us|ms|s)", v)
-    return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[m.group(2)] if m else None
-rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
-req = re.search(r"(\d+) requests in", text)
-non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-pct = {k: us(v) for k, v in re.findall(r"^\s+(50|90|99)%\s+(\S+)", text, re.M)}
-errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0)
-json.dump({"achieved_rps": float(rps.group(1)) if rps else 0.0,
-           "requests": int(req.group(1)) if req else 0, "errors": errors,
-           "latency_us": {"p50": pct.get("50"), "p99": pct.get("99")},
-           "cpu_ticks": int(sys.argv[3])}, open(sys.argv[2], "w"))
+  python3 "$ROOT/bench/wrk_json.py" "$work/raw/$t.c64.$r.txt" "$work/raw/$t.c64.$r.json" "$((after - before))"
+  # shellcheck disable=SC2086
+  settle ${PIDS[$t]}
+}
+
+# LONG_STREAMS streams at once, one per connection, each LONG_TOKENS tokens
+# at LONG_TOKEN_RATE: the target's peak RSS (sampled every 0.1 s) and errors.
+long_run() { # target round -> raw/<target>.long.<round>.json
+  local t=$1 r=$2 sampler
+  local before
+  # shellcheck disable=SC2086
+  before=$(rss_kb ${PIDS_L[$t]})
+  echo "$before" >"$work/long.peak"
+  (
+    peak=$before
+    while :; do
+      # shellcheck disable=SC2086
+      v=$(rss_kb ${PIDS_L[$t]} 2>/dev/null || echo 0)
+      if [ "$v" -gt "$peak" ]; then peak=$v; echo "$peak" >"$work/long.peak"; fi
+      sleep 0.1
+    done
+  ) &
+  sampler=$!; pids+=("$sampler")
+  # The request budget makes it exactly one stream per connection: all
+  # start at once, and none ends before the last has started.
+  WARMUP=0 DURATION=100000 bench "$t" long "$r" "${PIDS_L[$t]}" --url "${URL_L[$t]}/v1/chat/completions" \
+    --model l --stream --max-tokens "$LONG_TOKENS" --connections "$LONG_STREAMS" \
+    --requests "$LONG_STREAMS" --timeout 60
+  kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
+  python3 - "$work/raw/$t.long.$r.json" "$before" "$(<"$work/long.peak")" <<'PY'
+import json, sys
+path, before, peak = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+data = json.load(open(path)); data["rss_before_kb"] = before; data["rss_peak_kb"] = peak
+json.dump(data, open(path, "w"))
 PY
 }
 
@@ -293,17 +286,28 @@ for r in $(seq "$ROUNDS"); do
     # Rotate the order each round so no target always runs first.
     t=${TARGETS[$(((i + r - 1) % n))]}
     log "round $r/$ROUNDS: $t"
-    bench "$t" c1 "$r" --url "${URL_M[$t]}/v1/chat/completions" --connections 1
+    slow=()
+    [ "${SLOW[$t]}" = 1 ] && slow=(--max-inflight 256 --timeout 10)
+    bench "$t" c1 "$r" "${PIDS[$t]}" --url "${URL_M[$t]}/v1/chat/completions" --connections 1
     for rate in $RATES; do
-      bench "$t" "rate$rate" "$r" --url "${URL_M[$t]}/v1/chat/completions" --rate "$rate"
+      if [ "${SLOW[$t]}" = 1 ] && [ "$rate" -gt "$SLOW_RATE" ]; then
+        DURATION=$SLOW_DURATION WARMUP=0.5 bench "$t" "rate$rate" "$r" "${PIDS[$t]}" \
+          --url "${URL_M[$t]}/v1/chat/completions" --rate "$rate" "${slow[@]}"
+      else
+        bench "$t" "rate$rate" "$r" "${PIDS[$t]}" --url "${URL_M[$t]}/v1/chat/completions" \
+          --rate "$rate" "${slow[@]}"
+      fi
     done
-    bench "$t" stream "$r" --url "${URL_S[$t]}/v1/chat/completions" --model s --stream \
-      --max-tokens "$STREAM_TOKENS" --rate "$STREAM_RATE"
+    stream_rate=$STREAM_RATE
+    [ "${SLOW[$t]}" = 1 ] && stream_rate=$SLOW_STREAM_RATE
+    bench "$t" stream "$r" "${PIDS_S[$t]}" --url "${URL_S[$t]}/v1/chat/completions" --model s --stream \
+      --max-tokens "$STREAM_TOKENS" --rate "$stream_rate" "${slow[@]}"
     if [ "$SMOKE" = 1 ]; then
-      bench "$t" c64 "$r" --url "${URL_M[$t]}/v1/chat/completions" --connections 64
+      bench "$t" c64 "$r" "${PIDS[$t]}" --url "${URL_M[$t]}/v1/chat/completions" --connections 64
     else
       wrk_run "$t" "$r"
     fi
+    long_run "$t" "$r"
     # shellcheck disable=SC2086
     echo "$t $r $(rss_kb ${PIDS[$t]})" >>"$work/rss_rounds"
   done
@@ -313,12 +317,29 @@ done
 if [ "$SMOKE" = 1 ]; then OUT="$work/out"; fi
 mkdir -p "$OUT"
 printf '%s\n' "${NOTES[@]}" >"$work/notes"
-python3 "$ROOT/bench/report.py" "$work" "$OUT" \
-  "$(printf '%s,' "${TARGETS[@]}")" "$RATES" "$ROUNDS" "$DURATION" "$WARMUP" \
-  "$STREAM_RATE" "$TOKEN_RATE" "$STREAM_TOKENS" "$(getconf CLK_TCK)" "$SMOKE"
+cat >"$work/settings" <<SETTINGS
+targets=$(printf '%s,' "${TARGETS[@]}")
+slow_targets=$(for t in "${TARGETS[@]}"; do [ "${SLOW[$t]}" = 1 ] && printf '%s,' "$t"; done; true)
+rates=$RATES
+rounds=$ROUNDS
+duration=$DURATION
+warmup=$WARMUP
+stream_rate=$STREAM_RATE
+token_rate=$TOKEN_RATE
+stream_tokens=$STREAM_TOKENS
+long_streams=$LONG_STREAMS
+long_tokens=$LONG_TOKENS
+long_token_rate=$LONG_TOKEN_RATE
+slow_rate=$SLOW_RATE
+slow_duration=$SLOW_DURATION
+slow_stream_rate=$SLOW_STREAM_RATE
+clk_tck=$(getconf CLK_TCK)
+smoke=$SMOKE
+SETTINGS
+python3 "$ROOT/bench/report.py" "$work" "$OUT"
 if [ "$SMOKE" = 0 ]; then # keep the raw per-round data next to the results
   rm -rf "$OUT/raw"; cp -r "$work/raw" "$OUT/raw"
-  cp "$work/rss_idle" "$work/rss_rounds" "$work/notes" "$OUT/raw/"
+  cp "$work/rss_idle" "$work/rss_rounds" "$work/notes" "$work/settings" "$OUT/raw/"
 fi
 cat "$OUT/results.md"
 if [ "$SMOKE" = 1 ]; then
