@@ -492,7 +492,7 @@ mod tests {
                 let expected = Uri::try_from(format!("{base}{path}")).expect("valid");
                 assert_eq!(origin.uri(path).expect("valid"), expected, "{base}{path}");
             }
-            let host = host.map(|h| HeaderValue::from_static(h));
+            let host = host.map(HeaderValue::from_static);
             assert_eq!(origin.host, host, "{base}");
         }
         assert!(Origin::parse("not a url").is_none());
