@@ -205,6 +205,13 @@ impl SseRelay {
         let end = found?;
         self.scanned = self.pending.len() - end;
         let events = self.pending.split_to(end).freeze();
+        self.process(events)
+    }
+
+    /// Complete `events` as the client gets them: fields rewritten,
+    /// translated, usage read (and dropped when only Lexora wanted it);
+    /// `None` when nothing is left to send.
+    fn process(&mut self, events: Bytes) -> Option<Bytes> {
         let events = self.rewrite_fields(events);
         if self.transform.is_some() {
             return Some(self.transform_events(&events)).filter(|out| !out.is_empty());
@@ -328,6 +335,14 @@ impl HttpBody for SseRelay {
                         this.last = Some(event);
                         continue;
                     }
+                    if this.pending.is_empty() && ends_an_event(&data) {
+                        // Whole events, as engines write them: passed on
+                        // as they came, not copied through `pending`.
+                        if let Some(events) = this.process(data) {
+                            return this.emit(events);
+                        }
+                        continue;
+                    }
                     this.pending.extend_from_slice(&data);
                     if let Some(events) = this.complete_events() {
                         return this.emit(events);
@@ -392,6 +407,11 @@ fn last_event_end(buf: &[u8]) -> Option<usize> {
     None
 }
 
+/// Whether `buf` ends with the blank line that ends an event.
+fn ends_an_event(buf: &[u8]) -> bool {
+    buf.ends_with(b"\n\n") || buf.ends_with(b"\r\n\r\n")
+}
+
 /// Splits complete events, each with its terminating blank line.
 fn split_events(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = buf;
@@ -406,13 +426,28 @@ fn split_events(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
+/// Position just past the first complete event (`\n\n` or `\r\n\r\n`).
+///
+/// One pass over the line ends: searching for each terminator through the
+/// whole rest made splitting a burst of events quadratic.
 fn first_event_end(buf: &[u8]) -> Option<usize> {
-    let lf = find(buf, b"\n\n").map(|i| i + 2);
-    let crlf = find(buf, b"\r\n\r\n").map(|i| i + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+    let mut from = 0;
+    while let Some(at) = memchr::memchr(b'\n', &buf[from..]) {
+        let nl = from + at;
+        let next = buf.get(nl + 1);
+        if next == Some(&b'\n') {
+            return Some(nl + 2);
+        }
+        if nl >= 1
+            && buf[nl - 1] == b'\r'
+            && next == Some(&b'\r')
+            && buf.get(nl + 2) == Some(&b'\n')
+        {
+            return Some(nl + 3);
+        }
+        from = nl + 1;
     }
+    None
 }
 
 /// The `event:` name of one event, if any.
@@ -444,5 +479,5 @@ fn event_data(event: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(haystack, needle)
 }

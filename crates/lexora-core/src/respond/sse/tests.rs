@@ -186,3 +186,58 @@ async fn boundaries_split_across_frames_are_found() {
     .await;
     assert_eq!(seen, ["data: {\"a\":1}\n\n", "data: {\"b\":2}\r\n\r\n"]);
 }
+
+/// The two-search formulation `first_event_end` had before it became one
+/// pass; both must find the same boundary.
+fn reference_first_event_end(buf: &[u8]) -> Option<usize> {
+    let find = |needle: &[u8]| buf.windows(needle.len()).position(|w| w == needle);
+    let lf = find(b"\n\n").map(|i| i + 2);
+    let crlf = find(b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn first_event_end_matches_the_reference(
+        bytes in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::strategy::Just(b'a'),
+                proptest::strategy::Just(b'\r'),
+                proptest::strategy::Just(b'\n'),
+            ],
+            0..48,
+        )
+    ) {
+        proptest::prop_assert_eq!(first_event_end(&bytes), reference_first_event_end(&bytes));
+        proptest::prop_assert_eq!(
+            ends_an_event(&bytes),
+            last_event_end(&bytes) == Some(bytes.len()) && !bytes.is_empty()
+        );
+    }
+}
+
+#[tokio::test]
+async fn whole_event_frames_and_split_frames_relay_the_same() {
+    let (seen, whole) = relay(vec![ROLE, TOKEN, USAGE, DONE], true).await;
+    let events = Bytes::from([ROLE, TOKEN, USAGE, DONE].concat());
+    let pieces: Vec<Result<Bytes, std::io::Error>> = events
+        .chunks(7)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    let (split_relay, split) = relay_over(
+        futures_util::stream::iter(pieces),
+        Bytes::new(),
+        true,
+        MINUTE,
+    );
+    let body = body_of(split_relay).await;
+    assert_eq!(text(&body), seen.concat());
+    assert_eq!(text(&body), [ROLE, TOKEN, DONE].concat());
+    assert_eq!(
+        whole.stats.view().total_tokens,
+        split.stats.view().total_tokens
+    );
+}
