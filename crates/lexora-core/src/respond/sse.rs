@@ -9,12 +9,13 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{ready, Context, Poll};
 
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use memchr::memmem;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use tokio::time::{Instant, Sleep};
@@ -216,7 +217,7 @@ impl SseRelay {
         if self.transform.is_some() {
             return Some(self.transform_events(&events)).filter(|out| !out.is_empty());
         }
-        if find(&events, b"\"usage\"").is_none() {
+        if !mentions_usage(&events) {
             return Some(events);
         }
         Some(self.inspect_usage(events)).filter(|kept| !kept.is_empty())
@@ -227,7 +228,7 @@ impl SseRelay {
         let mut dropped = false;
         for event in split_events(&events) {
             let mut keep = true;
-            if find(event, b"\"usage\"").is_some() {
+            if mentions_usage(event) {
                 if let Some(chunk) = event_data(event)
                     .and_then(|data| serde_json::from_slice::<UsageChunk>(&data).ok())
                 {
@@ -478,6 +479,10 @@ fn event_data(event: &[u8]) -> Option<Vec<u8>> {
     data
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::find(haystack, needle)
+/// Whether `bytes` contain `"usage"`, the key of a usage report. Asked of
+/// every relayed event, so the searcher is built once, not per call.
+fn mentions_usage(bytes: &[u8]) -> bool {
+    static USAGE: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"\"usage\""));
+    USAGE.find(bytes).is_some()
 }
