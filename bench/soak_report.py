@@ -54,6 +54,10 @@ for path in glob.glob(os.path.join(work, "raw", "soak.*.json")):
 warm = rows[1] if len(rows) > 1 else rows[0]
 last = rows[-1]
 growth_kb = last["rss_kb"] - warm["rss_kb"]
+# A leak grows with every request; an allocator keeping a larger pool steps
+# once and stays flat. The second half tells the two apart.
+half = rows[len(rows) // 2 - 1] if len(rows) > 1 else rows[0]
+half_growth_kb = last["rss_kb"] - half["rss_kb"]
 summary = {
     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     "requests": last["requests"], "streams": last["streams"], "seconds": last["seconds"],
@@ -62,6 +66,8 @@ summary = {
     "rss_idle_kb": samples[0]["rss_kb"], "rss_warm_kb": warm["rss_kb"], "rss_last_kb": last["rss_kb"],
     "rss_max_kb": max(r["rss_kb"] for r in rows),
     "growth_after_warmup_kb": growth_kb,
+    "growth_second_half_kb": half_growth_kb,
+    "requests_second_half": last["requests"] - half["requests"] + last["streams"] - half["streams"],
     "requests_after_warmup": last["requests"] - warm["requests"] + last["streams"] - warm["streams"],
 }
 with open(os.path.join(out, "soak.json"), "w") as f:
@@ -81,7 +87,9 @@ md = [
     f"- Errors: {summary['errors']}" + (f" ({json.dumps(errors_by_kind)})" if errors_by_kind else ""),
     f"- RSS: {mb(summary['rss_idle_kb'])} MB idle, {mb(summary['rss_warm_kb'])} MB after chunk "
     f"{warm['chunk']}, {mb(summary['rss_last_kb'])} MB at the end (largest {mb(summary['rss_max_kb'])} MB): "
-    f"{growth_kb / 1024:+.1f} MB over the last {summary['requests_after_warmup']:,} requests and streams.\n",
+    f"{growth_kb / 1024:+.1f} MB over the last {summary['requests_after_warmup']:,} requests and streams, "
+    f"{half_growth_kb / 1024:+.1f} MB over the last {summary['requests_second_half']:,} (after chunk "
+    f"{half['chunk']}).\n",
     "| chunk | requests | streams | RSS MB | req/s | p99 µs | streams/s | CPU µs/request | errors |",
     "|---|---|---|---|---|---|---|---|---|",
 ]

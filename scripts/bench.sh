@@ -5,7 +5,7 @@
 # interleaved over rounds; medians reported.
 #
 #   scripts/bench.sh            full run -> bench/results.md, results.json,
-#                               latency.svg (~10 min; ~16 min with --peers)
+#                               latency.svg (~11 min; ~20 min with --peers)
 #   scripts/bench.sh --smoke    one tiny round, direct + Lexora only (< 30 s),
 #                               results in a temp dir; exits 1 on any error
 #   scripts/bench.sh --peers    also LiteLLM and SGLang's router (installed into
