@@ -27,7 +27,6 @@ use tokio::time::Instant;
 use crate::attempt::{self, BackendPolicy};
 use crate::config::{ApiKey, Config, ConfigError, PolicyConfig};
 use crate::engine::Scheduler;
-use crate::upstream::fields::FieldRules;
 use crate::error::GatewayError;
 use crate::identify::{self, auth, auth::Keys};
 use crate::limit::{self, LimitSpec, Limiter, RateInfo};
@@ -35,6 +34,7 @@ use crate::parse::{self, Endpoint};
 use crate::record::{Recorder, RequestRecord};
 use crate::respond;
 use crate::route::Routes;
+use crate::upstream::fields::FieldRules;
 use crate::upstream::Wire;
 
 /// Reads the configuration again (file, environment, flags) for a reload.
