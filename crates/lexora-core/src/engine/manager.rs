@@ -116,12 +116,13 @@ impl EngineManager {
         Ok(lease)
     }
 
-    /// Requests the scheduler keeps waiting for this engine.
-    fn waiting(&self) -> usize {
+    /// Requests the scheduler keeps waiting for this engine, and whether it
+    /// is closing this engine (no new requests; stops when they end).
+    fn scheduled_view(&self) -> (usize, bool) {
         self.scheduler
             .get()
-            .and_then(|(s, slot)| Some(s.upgrade()?.waiting(*slot)))
-            .unwrap_or(0)
+            .and_then(|(s, slot)| Some(s.upgrade()?.view(*slot)))
+            .unwrap_or((0, false))
     }
 
     /// Token count of a prompt: from the running engine's `POST /tokenize`
@@ -178,11 +179,13 @@ impl EngineManager {
 
     /// A snapshot for status endpoints.
     pub fn status(&self) -> EngineStatus {
-        let waiting = self.waiting();
-        EngineStatus {
-            waiting,
-            ..lock(&self.shared).status(&self.model)
+        let (waiting, closing) = self.scheduled_view();
+        let mut status = lock(&self.shared).status(&self.model);
+        status.waiting = waiting;
+        if closing && status.state == EngineState::Ready {
+            status.state = EngineState::Draining;
         }
+        status
     }
 
     /// Ensure `variant` runs and is ready, and lease it. Swaps out another

@@ -617,8 +617,16 @@ impl Scheduler {
         }
     }
 
-    pub(crate) fn waiting(&self, slot: SlotId) -> usize {
-        self.inner.board().waiting(slot)
+    /// Requests waiting for the engine of `slot`, and whether it is
+    /// closing.
+    pub(crate) fn view(&self, slot: SlotId) -> (usize, bool) {
+        let board = self.inner.board();
+        let closing = board
+            .slots
+            .get(&slot)
+            .and_then(|s| s.resident.as_ref())
+            .is_some_and(|r| r.closing.is_some());
+        (board.waiting(slot), closing)
     }
 
     /// The manager of `slot` is going away (a reload replaced it) and its
