@@ -37,20 +37,7 @@ OUT="${OUT:-$ROOT/bench}"
 KEY="sk-bench-000000001"
 
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install -y valgrind)" >&2; exit 1; }
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-cargo build --release -p lexora -p lexora-bench >&2
-BIN="$CARGO_TARGET_DIR/release"
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_setup
 
 # Engines, native. Only the target is under valgrind.
 LAUNCH=(env)

@@ -1,10 +1,29 @@
-# shellcheck shell=bash disable=SC2154  # variables (work, BIN, ...) come from the caller
+# shellcheck shell=bash disable=SC2154  # ROOT, KEY, CPU_* ... come from the caller
 # Shared by scripts/bench.sh and scripts/bench-callgrind.sh (sourced, not run):
 # the Lexora configurations under test and small process helpers, so that
 # every harness measures the same "policies off" and "policies on" gateway.
 #
-# Callers set: work (a scratch dir), BIN (the release dir), pids (an array of
-# started PIDs, killed by the caller's cleanup), KEY (the API key).
+# Callers set ROOT and KEY (the API key), and call bench_setup for BIN, work
+# and pids.
+
+# Builds the release binaries (BIN) and makes the scratch dir (work); every
+# PID added to `pids` is stopped and reaped on exit, however the script ends.
+bench_setup() {
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+  cargo build --release -p lexora -p lexora-bench >&2
+  BIN="$CARGO_TARGET_DIR/release"
+  work=$(mktemp -d)
+  pids=()
+  trap bench_cleanup EXIT
+  trap 'exit 130' INT TERM
+}
+
+bench_cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
 
 log() { echo "[${LOG_TAG:-bench} $(date +%T)] $*" >&2; }
 

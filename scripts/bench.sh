@@ -80,20 +80,7 @@ if [ "$SMOKE" = 0 ] && [ "$SOAK" = 0 ]; then
   done
 fi
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-cargo build --release -p lexora -p lexora-bench >&2
-BIN="$CARGO_TARGET_DIR/release"
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_setup
 mkdir -p "$work/raw"
 
 if [ "$SOAK" = 1 ]; then
