@@ -19,8 +19,11 @@ use serde_json::value::RawValue;
 
 use crate::error::GatewayError;
 
+mod members;
 #[cfg(test)]
 mod tests;
+
+use members::Members;
 
 /// The OpenAI endpoints Lexora proxies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -375,6 +378,54 @@ fn extensions(peek: &Peek<'_>, headers: &HeaderMap) -> Result<Extensions, Gatewa
 /// Rebuilds the top-level object: extension fields removed, `model` filled
 /// in, `stream_options.include_usage` set. Other members keep their text.
 fn rewrite(body: &[u8], fill_model: Option<&str>, add_usage: bool) -> Result<Bytes, GatewayError> {
+    let Some(mut object) = Members::parse(body).map_err(|e| classify_json_error(&e, None))? else {
+        return rewrite_indexed(body, fill_model, add_usage);
+    };
+    for field in EXTENSION_FIELDS {
+        object.remove(field);
+    }
+    let model_json;
+    if let Some(model) = fill_model {
+        model_json = serde_json::value::to_raw_value(model).map_err(internal)?;
+        object.set("model", &model_json);
+    }
+    let options_json;
+    if add_usage {
+        let mut options = match object.get("stream_options") {
+            Some(raw) if raw.get() != "null" => match Members::parse(raw.get().as_bytes()) {
+                Ok(Some(options)) => options,
+                Ok(None) => return rewrite_indexed(body, fill_model, add_usage),
+                Err(_) => return Err(stream_options_not_object()),
+            },
+            _ => Members::default(),
+        };
+        let yes: &RawValue = serde_json::from_str("true").map_err(internal)?;
+        options.set("include_usage", yes);
+        let text = String::from_utf8(options.to_json().map_err(internal)?).map_err(|e| {
+            GatewayError::Internal {
+                message: format!("rebuilding the request body: {e}"),
+            }
+        })?;
+        options_json = RawValue::from_string(text).map_err(internal)?;
+        object.set("stream_options", &options_json);
+    }
+    object.to_json().map(Bytes::from).map_err(internal)
+}
+
+fn stream_options_not_object() -> GatewayError {
+    GatewayError::InvalidRequest {
+        message: "`stream_options` must be an object".into(),
+        param: Some("stream_options"),
+    }
+}
+
+/// [`rewrite`] through a map: for objects with a repeated key, whose later
+/// value wins in the first one's place.
+fn rewrite_indexed(
+    body: &[u8],
+    fill_model: Option<&str>,
+    add_usage: bool,
+) -> Result<Bytes, GatewayError> {
     let mut object: IndexMap<Cow<'_, str>, &RawValue> =
         serde_json::from_slice(body).map_err(|e| classify_json_error(&e, None))?;
     for field in EXTENSION_FIELDS {
@@ -389,10 +440,7 @@ fn rewrite(body: &[u8], fill_model: Option<&str>, add_usage: bool) -> Result<Byt
     if add_usage {
         let mut options: IndexMap<Cow<'_, str>, &RawValue> = match object.get("stream_options") {
             Some(raw) if raw.get() != "null" => {
-                serde_json::from_str(raw.get()).map_err(|_| GatewayError::InvalidRequest {
-                    message: "`stream_options` must be an object".into(),
-                    param: Some("stream_options"),
-                })?
+                serde_json::from_str(raw.get()).map_err(|_| stream_options_not_object())?
             }
             _ => IndexMap::new(),
         };

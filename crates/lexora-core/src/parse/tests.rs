@@ -201,3 +201,45 @@ fn absurd_timeouts_are_refused_not_overflowed() {
     );
     assert!(parse_json(r#"{"model":"m","x_timeout":86400}"#, None).is_ok());
 }
+
+/// The member-list rewrite must give exactly the bytes (or the error) that
+/// the former map-based rewrite gave, which stays as the fallback.
+#[test]
+fn member_rewrite_matches_the_map_rewrite() {
+    let many: String = (0..40)
+        .map(|i| format!("\"k{i}\":{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let bodies = [
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#.to_owned(),
+        r#"{ "model" : "m" , "stream" : true , "x_priority" : "high" }"#.to_owned(),
+        r#"{"stream":true,"stream_options":{"include_usage":false,"other":[1, 2]}}"#.to_owned(),
+        r#"{"stream":true,"stream_options":null,"x_user_id":"u","x_timeout":3}"#.to_owned(),
+        r#"{"stream":true,"stream_options":{}}"#.to_owned(),
+        r#"{"stream":true,"stream_options":[]}"#.to_owned(),
+        r#"{"stream":true,"stream_options":{"a":1,"a":2}}"#.to_owned(),
+        r#"{"model":"a","model":"b","stream":true,"x_priority":"low","x_priority":null}"#
+            .to_owned(),
+        r#"{"mod\u0065l":"m","\u00e9t\u00e9":"\ud83d\ude00","k\"q":1,"stream":true}"#.to_owned(),
+        r#"{"model":"m","model":"m"}"#.to_owned(),
+        format!("{{{many},\"stream\":true}}"),
+        format!("{{{many},\"k7\":\"again\",\"stream\":true}}"),
+        r#"{}"#.to_owned(),
+        "{\"a\":1}  \n".to_owned(),
+    ];
+    for body in &bodies {
+        for fill in [None, Some("filled"), Some("q\"uote\u{e9}")] {
+            for add_usage in [false, true] {
+                let fast = rewrite(body.as_bytes(), fill, add_usage);
+                let old = rewrite_indexed(body.as_bytes(), fill, add_usage);
+                match (fast, old) {
+                    (Ok(fast), Ok(old)) => assert_eq!(fast, old, "{body} {fill:?} {add_usage}"),
+                    (Err(fast), Err(old)) => {
+                        assert_eq!(fast.to_string(), old.to_string(), "{body}")
+                    }
+                    (fast, old) => panic!("{body}: {fast:?} vs {old:?}"),
+                }
+            }
+        }
+    }
+}
