@@ -175,7 +175,7 @@ pub async fn run(
             record.note_retry();
             counter!("lexora_retries_total", "backend" => backend.name().to_owned()).increment(1);
         }
-        record.set_backend(backend.name());
+        record.set_backend(backend);
         let candidate_model = candidates[index].1.as_deref();
         let probe = ProbeGuard::new(&backend.policy.breaker, admission == Admission::Probe);
         match attempt(backend, candidate_model, &plan, record).await {

@@ -17,6 +17,7 @@ use crate::engine::Lease;
 use crate::limit::Reservation;
 use crate::parse::{Endpoint, Priority};
 use crate::queue::Permit;
+use crate::upstream::Backend;
 
 mod metrics;
 pub mod stats;
@@ -91,7 +92,8 @@ pub struct RequestRecord {
     endpoint: Endpoint,
     model: String,
     user: String,
-    backend: Option<String>,
+    /// Shared, not copied: the name is only read by the access log.
+    backend: Option<Arc<Backend>>,
     status: u16,
     error: Option<&'static str>,
     usage: Option<Usage>,
@@ -149,8 +151,8 @@ impl RequestRecord {
     }
 
     /// The backend of the current attempt.
-    pub fn set_backend(&mut self, backend: &str) {
-        self.backend = Some(backend.to_owned());
+    pub fn set_backend(&mut self, backend: &Arc<Backend>) {
+        self.backend = Some(Arc::clone(backend));
     }
 
     /// The final status of a response that is complete once sent.
@@ -251,7 +253,7 @@ impl Drop for RequestRecord {
             model,
             user,
             priority,
-            backend = self.backend.as_deref().unwrap_or("-"),
+            backend = self.backend.as_ref().map_or("-", |b| b.name()),
             status = self.status,
             error = self.error.unwrap_or("-"),
             latency_ms = latency.as_secs_f64() * 1000.0,

@@ -72,13 +72,11 @@ impl Routes {
         let Some(model) = model else {
             return Ok(vec![(Arc::clone(self.pick(None)?), None)]);
         };
-        let mut out: Vec<Candidate> = self.serving(model).into_iter().map(|b| (b, None)).collect();
+        // One list, filled in place: this runs for every request.
+        let mut out: Vec<Candidate> = Vec::with_capacity(self.backends.len());
+        self.serving(model, None, &mut out);
         for fallback in fallbacks.iter().filter(|f| f.as_str() != model) {
-            out.extend(
-                self.serving(fallback)
-                    .into_iter()
-                    .map(|b| (b, Some(fallback.clone()))),
-            );
+            self.serving(fallback, Some(fallback), &mut out);
         }
         if out.is_empty() {
             return Err(GatewayError::ModelNotFound {
@@ -88,8 +86,9 @@ impl Routes {
         Ok(out)
     }
 
-    /// Backends that name `model`, then those that may serve it.
-    fn serving(&self, model: &str) -> Vec<Arc<Backend>> {
+    /// Backends that name `model`, then those that may serve it, added to
+    /// `out` with `ask_for` (the model to ask them for).
+    fn serving(&self, model: &str, ask_for: Option<&String>, out: &mut Vec<Candidate>) {
         let names = |b: &Backend| {
             b.config.models.iter().any(|m| m == model)
                 || b.health().models.iter().any(|m| m == model)
@@ -99,7 +98,7 @@ impl Routes {
             .backends
             .iter()
             .filter(|b| !names(b) && b.serves(model));
-        named.chain(open).cloned().collect()
+        out.extend(named.chain(open).map(|b| (Arc::clone(b), ask_for.cloned())));
     }
 
     /// Every model any backend serves (configured or reported), each once,

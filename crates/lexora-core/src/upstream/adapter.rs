@@ -38,7 +38,9 @@ impl Endpoint {
 /// The request as it goes upstream.
 #[derive(Debug)]
 pub struct Outbound {
-    pub path: String,
+    /// Borrowed for every provider but Azure, whose path names the model:
+    /// no allocation per request for the common case.
+    pub path: Cow<'static, str>,
     pub body: Bytes,
     /// The API the answer comes back in.
     pub wire: Wire,
@@ -173,7 +175,7 @@ impl Adapter {
         match (self, endpoint) {
             // The client's Messages request goes as it is.
             (_, Endpoint::Messages | Endpoint::CountTokens) if speaks_messages => Ok(Outbound {
-                path: endpoint.path().into(),
+                path: Cow::Borrowed(endpoint.path()),
                 body: renamed_body()?,
                 wire: Wire::Anthropic,
             }),
@@ -188,7 +190,7 @@ impl Adapter {
                 })?;
                 let body = translate::openai_to_anthropic_request(body, model, *default_max_tokens).map_err(translation)?;
                 Ok(Outbound {
-                    path: "/v1/messages".into(),
+                    path: Cow::Borrowed("/v1/messages"),
                     body: Bytes::from(body),
                     wire: Wire::Anthropic,
                 })
@@ -213,7 +215,11 @@ impl Adapter {
         }
     }
 
-    fn openai_path(&self, endpoint: Endpoint, model: Option<&str>) -> Result<String, GatewayError> {
+    fn openai_path(
+        &self,
+        endpoint: Endpoint,
+        model: Option<&str>,
+    ) -> Result<Cow<'static, str>, GatewayError> {
         match self {
             Self::Azure { api_version } => {
                 let deployment = model.ok_or_else(|| GatewayError::InvalidRequest {
@@ -222,11 +228,11 @@ impl Adapter {
                 })?;
                 let operation = endpoint.path().trim_start_matches("/v1/");
                 let deployment = percent_encode_segment(deployment);
-                Ok(format!(
+                Ok(Cow::Owned(format!(
                     "/openai/deployments/{deployment}/{operation}?api-version={api_version}"
-                ))
+                )))
             }
-            _ => Ok(endpoint.path().to_owned()),
+            _ => Ok(Cow::Borrowed(endpoint.path())),
         }
     }
 }
