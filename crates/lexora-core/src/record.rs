@@ -225,7 +225,7 @@ impl Drop for RequestRecord {
         self.recorder.stats.record(
             model,
             user,
-            priority,
+            self.priority,
             stats::Sample {
                 error,
                 prompt_tokens: usage.prompt_tokens,

@@ -9,6 +9,8 @@ use dashmap::DashMap;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::parse::Priority;
+
 /// Most distinct users tracked; later ones are counted under `(other)`, so
 /// a client inventing user ids cannot grow memory without bound.
 const MAX_USERS: usize = 10_000;
@@ -144,7 +146,9 @@ pub struct Stats {
     hour_errors: Window<60>,
     models: DashMap<String, Counters>,
     users: DashMap<String, Counters>,
-    priorities: DashMap<String, Counters>,
+    /// By priority (high, normal, low, none): a fixed set, so an array
+    /// indexed without hashing.
+    priorities: [Counters; PRIORITIES.len()],
     retries: AtomicU64,
     rate_limited: AtomicU64,
     /// Requests that waited for a backend slot, and their total wait.
@@ -161,7 +165,7 @@ impl Default for Stats {
             hour_errors: Window::new(60),
             models: DashMap::new(),
             users: DashMap::new(),
-            priorities: DashMap::new(),
+            priorities: Default::default(),
             retries: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
             queued: AtomicU64::new(0),
@@ -214,7 +218,7 @@ impl Stats {
     }
 
     /// Adds one finished request.
-    pub fn record(&self, model: &str, user: &str, priority: &str, sample: Sample) {
+    pub fn record(&self, model: &str, user: &str, priority: Option<Priority>, sample: Sample) {
         let now = self.elapsed_secs();
         self.total.add(&sample);
         self.minute.add(now);
@@ -223,7 +227,7 @@ impl Stats {
         }
         add_to(&self.models, model, &sample, usize::MAX);
         add_to(&self.users, user, &sample, MAX_USERS);
-        add_to(&self.priorities, priority, &sample, usize::MAX);
+        self.priorities[priority_slot(priority)].add(&sample);
     }
 
     /// A consistent-enough snapshot for `/stats`.
@@ -253,8 +257,26 @@ impl Stats {
             },
             models: collect(&self.models),
             users: collect(&self.users),
-            priorities: collect(&self.priorities),
+            // As the map listed them: only priorities seen at least once.
+            priorities: PRIORITIES
+                .iter()
+                .zip(&self.priorities)
+                .map(|(name, counters)| (name.to_string(), counters.view()))
+                .filter(|(_, view)| view.requests > 0)
+                .collect(),
         }
+    }
+}
+
+/// The `/stats` names of the priority slots, in slot order.
+const PRIORITIES: [&str; 4] = ["high", "normal", "low", "none"];
+
+fn priority_slot(priority: Option<Priority>) -> usize {
+    match priority {
+        Some(Priority::High) => 0,
+        Some(Priority::Normal) => 1,
+        Some(Priority::Low) => 2,
+        None => 3,
     }
 }
 
@@ -285,9 +307,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn totals_and_breakdowns_add_up() {
         let stats = Stats::default();
-        stats.record("m1", "alice", "normal", sample(false));
-        stats.record("m1", "bob", "high", sample(true));
-        stats.record("m2", "alice", "normal", sample(false));
+        stats.record("m1", "alice", Some(Priority::Normal), sample(false));
+        stats.record("m1", "bob", Some(Priority::High), sample(true));
+        stats.record("m2", "alice", Some(Priority::Normal), sample(false));
         let view = stats.view();
         assert_eq!(view.total_requests, 3);
         assert_eq!(view.total_errors, 1);
@@ -305,9 +327,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn windows_forget_old_events() {
         let stats = Stats::default();
-        stats.record("m", "u", "low", sample(true));
+        stats.record("m", "u", Some(Priority::Low), sample(true));
         tokio::time::advance(Duration::from_secs(30)).await;
-        stats.record("m", "u", "low", sample(false));
+        stats.record("m", "u", Some(Priority::Low), sample(false));
         assert_eq!(stats.view().requests_per_minute, 2);
         tokio::time::advance(Duration::from_secs(45)).await;
         let view = stats.view();
@@ -327,7 +349,12 @@ mod tests {
     fn users_are_bounded() {
         let stats = Stats::default();
         for i in 0..MAX_USERS + 5 {
-            stats.record("m", &format!("user-{i}"), "normal", sample(false));
+            stats.record(
+                "m",
+                &format!("user-{i}"),
+                Some(Priority::Normal),
+                sample(false),
+            );
         }
         let view = stats.view();
         assert_eq!(view.users.len(), MAX_USERS + 1);
