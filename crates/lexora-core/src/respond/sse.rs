@@ -39,6 +39,8 @@ pub struct SseRelay {
     record: RequestRecord,
     strip_usage: bool,
     deadline: Pin<Box<Sleep>>,
+    /// `deadline` was polled once, so its timer is registered.
+    timer_armed: bool,
     /// A last frame to send before ending (an error event or leftovers).
     last: Option<Bytes>,
     /// `pending` holds bytes read before the relay started (the first
@@ -125,6 +127,7 @@ impl SseRelay {
             record,
             strip_usage,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            timer_armed: false,
             last: None,
             done: false,
             transform: None,
@@ -273,6 +276,28 @@ impl SseRelay {
         event.freeze()
     }
 
+    /// Whether the deadline's timer fired. Polling it registers a waker
+    /// each time (two polls per relayed event); between events that are
+    /// ready a look at its state is enough, and the relay polls it before
+    /// each wait. The first call polls it, so that it is registered even
+    /// for an upstream that is never pending.
+    fn deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.timer_armed {
+            self.timer_armed = true;
+            return self.deadline.as_mut().poll(cx).is_ready();
+        }
+        self.deadline.is_elapsed()
+    }
+
+    fn time_out(&mut self) {
+        let event = self.fail(
+            "the stream exceeded the request timeout",
+            "upstream_timeout",
+            "upstream_timeout",
+        );
+        self.last = Some(event);
+    }
+
     fn emit(&mut self, bytes: Bytes) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.record.first_byte();
         Poll::Ready(Some(Ok(Frame::data(bytes))))
@@ -309,16 +334,20 @@ impl HttpBody for SseRelay {
                     return this.emit(events);
                 }
             }
-            if this.deadline.as_mut().poll(cx).is_ready() {
-                let event = this.fail(
-                    "the stream exceeded the request timeout",
-                    "upstream_timeout",
-                    "upstream_timeout",
-                );
-                this.last = Some(event);
+            if this.deadline_passed(cx) {
+                this.time_out();
                 continue;
             }
-            match ready!(Pin::new(&mut this.upstream).poll_frame(cx)) {
+            let polled = Pin::new(&mut this.upstream).poll_frame(cx);
+            if polled.is_pending() {
+                // About to wait: now the timer must be able to wake us.
+                if this.deadline.as_mut().poll(cx).is_ready() {
+                    this.time_out();
+                    continue;
+                }
+                return Poll::Pending;
+            }
+            match ready!(polled) {
                 Some(Ok(frame)) => {
                     let Ok(data) = frame.into_data() else {
                         continue;

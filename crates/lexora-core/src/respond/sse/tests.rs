@@ -241,3 +241,22 @@ async fn whole_event_frames_and_split_frames_relay_the_same() {
         split.stats.view().total_tokens
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn deadline_ends_a_stream_that_keeps_sending() {
+    // A token every second, forever: the deadline (checked between events
+    // without polling the timer) must still end it.
+    let trickle = futures_util::stream::unfold((), |()| async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Some((
+            Ok::<_, std::io::Error>(Bytes::from_static(TOKEN.as_bytes())),
+            (),
+        ))
+    });
+    let started = Instant::now();
+    let (relay, _) = relay_over(trickle, Bytes::new(), false, Duration::from_millis(5_500));
+    let text = text(&body_of(relay).await);
+    assert!(text.contains("upstream_timeout"), "{text}");
+    assert_eq!(text.matches(TOKEN).count(), 5, "{text}");
+    assert!(started.elapsed() < Duration::from_secs(6));
+}
