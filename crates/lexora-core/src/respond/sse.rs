@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
@@ -39,8 +39,8 @@ pub struct SseRelay {
     record: RequestRecord,
     strip_usage: bool,
     deadline: Pin<Box<Sleep>>,
-    /// `deadline` was polled once, so its timer is registered.
-    timer_armed: bool,
+    /// The waker `deadline`'s timer was last registered with.
+    timer_waker: Option<Waker>,
     /// A last frame to send before ending (an error event or leftovers).
     last: Option<Bytes>,
     /// `pending` holds bytes read before the relay started (the first
@@ -127,7 +127,7 @@ impl SseRelay {
             record,
             strip_usage,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
-            timer_armed: false,
+            timer_waker: None,
             last: None,
             done: false,
             transform: None,
@@ -276,17 +276,32 @@ impl SseRelay {
         event.freeze()
     }
 
-    /// Whether the deadline's timer fired. Polling it registers a waker
-    /// each time (two polls per relayed event); between events that are
-    /// ready a look at its state is enough, and the relay polls it before
-    /// each wait. The first call polls it, so that it is registered even
-    /// for an upstream that is never pending.
+    /// Whether the deadline's timer fired. Polling the timer registers a
+    /// waker each time, and the relay is polled three times per event
+    /// (hyper wakes it once more than it has data): a look at the timer's
+    /// state is enough while the waker it holds is still this task's. The
+    /// first call polls it, so that it is registered even for an upstream
+    /// that is never pending.
     fn deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.timer_armed {
-            self.timer_armed = true;
-            return self.deadline.as_mut().poll(cx).is_ready();
+        if self.timer_waker.is_none() {
+            return self.poll_deadline(cx);
         }
         self.deadline.is_elapsed()
+    }
+
+    /// [`Self::deadline_passed`] before the relay waits: the timer must be
+    /// able to wake the task that waits.
+    fn wait_for_deadline(&mut self, cx: &mut Context<'_>) -> bool {
+        match &self.timer_waker {
+            Some(waker) if waker.will_wake(cx.waker()) => self.deadline.is_elapsed(),
+            _ => self.poll_deadline(cx),
+        }
+    }
+
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> bool {
+        let fired = self.deadline.as_mut().poll(cx).is_ready();
+        self.timer_waker = Some(cx.waker().clone());
+        fired
     }
 
     fn time_out(&mut self) {
@@ -340,8 +355,7 @@ impl HttpBody for SseRelay {
             }
             let polled = Pin::new(&mut this.upstream).poll_frame(cx);
             if polled.is_pending() {
-                // About to wait: now the timer must be able to wake us.
-                if this.deadline.as_mut().poll(cx).is_ready() {
+                if this.wait_for_deadline(cx) {
                     this.time_out();
                     continue;
                 }
