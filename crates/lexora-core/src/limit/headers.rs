@@ -3,6 +3,7 @@
 //! Clients and SDKs written for OpenAI read these to pace themselves, so the
 //! names and the reset format follow OpenAI's exactly.
 
+use std::cell::RefCell;
 use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -40,16 +41,17 @@ impl RateInfo {
     /// replacing any already there (an engine's own limits must not leak
     /// to the client as if they were the gateway's).
     pub fn write_headers(&self, headers: &mut HeaderMap) {
-        let counts = [
-            (LIMIT_REQUESTS, self.limit_requests),
-            (REMAINING_REQUESTS, self.remaining_requests),
-            (LIMIT_TOKENS, self.limit_tokens),
-            (REMAINING_TOKENS, self.remaining_tokens),
-        ];
-        for (name, value) in counts {
-            if let Some(value) = value {
-                headers.insert(name, HeaderValue::from(value));
-            }
+        if let Some(value) = self.limit_requests {
+            headers.insert(LIMIT_REQUESTS, limit_value(0, value));
+        }
+        if let Some(value) = self.remaining_requests {
+            headers.insert(REMAINING_REQUESTS, HeaderValue::from(value));
+        }
+        if let Some(value) = self.limit_tokens {
+            headers.insert(LIMIT_TOKENS, limit_value(1, value));
+        }
+        if let Some(value) = self.remaining_tokens {
+            headers.insert(REMAINING_TOKENS, HeaderValue::from(value));
         }
         let resets = [
             (RESET_REQUESTS, self.reset_requests),
@@ -66,6 +68,24 @@ impl RateInfo {
             }
         }
     }
+}
+
+/// The header value of a limit (`slot` 0: requests, 1: tokens). A user's
+/// limits are the same number on every request, so the last value of each
+/// is kept (per thread, no lock) and shared instead of formatted into a new
+/// allocation each time.
+fn limit_value(slot: usize, value: u64) -> HeaderValue {
+    thread_local! {
+        static LAST: RefCell<[Option<(u64, HeaderValue)>; 2]> = const { RefCell::new([None, None]) };
+    }
+    LAST.with_borrow_mut(|last| match &last[slot] {
+        Some((number, header)) if *number == value => header.clone(),
+        _ => {
+            let header = HeaderValue::from(value);
+            last[slot] = Some((value, header.clone()));
+            header
+        }
+    })
 }
 
 /// Formats a reset duration the way OpenAI does (Go's duration style):

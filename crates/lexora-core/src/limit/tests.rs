@@ -484,3 +484,26 @@ fn a_reservation_can_move_to_another_task() {
     fn is_sync<T: Send + Sync>() {}
     is_sync::<Limiter>();
 }
+
+/// Limit values are kept between requests: users with different limits,
+/// one after another, each still get their own numbers.
+#[test]
+fn kept_limit_values_follow_each_user() {
+    for (requests, tokens) in [(60, 1000), (60, 1000), (7, 1000), (60, 99), (u64::MAX, 0)] {
+        let info = RateInfo {
+            limit_requests: Some(requests),
+            limit_tokens: Some(tokens),
+            ..RateInfo::default()
+        };
+        let mut headers = HeaderMap::new();
+        info.write_headers(&mut headers);
+        assert_eq!(
+            headers["x-ratelimit-limit-requests"],
+            requests.to_string().as_str()
+        );
+        assert_eq!(
+            headers["x-ratelimit-limit-tokens"],
+            tokens.to_string().as_str()
+        );
+    }
+}
