@@ -7,15 +7,16 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::ApiKey;
 use crate::parse::ParsedRequest;
 
 pub mod auth;
 
-/// The header that carries the request id both ways.
-pub const REQUEST_ID: &str = "x-request-id";
+/// The header that carries the request id both ways. A `HeaderName`, not
+/// text: text is parsed and copied into a new name at every use.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The user name of requests that name none.
 pub const ANONYMOUS: &str = "anonymous";

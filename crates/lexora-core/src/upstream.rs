@@ -316,8 +316,15 @@ impl Backend {
         let mut request = Request::builder()
             .method(method)
             .uri(uri)
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::ACCEPT, "application/json, text/event-stream")
+            // Static values: text would be checked and copied per request.
+            .header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )
+            .header(
+                header::ACCEPT,
+                HeaderValue::from_static("application/json, text/event-stream"),
+            )
             .header(crate::identify::REQUEST_ID, request_id)
             .body(Full::new(body))
             .map_err(|e| GatewayError::Internal {
