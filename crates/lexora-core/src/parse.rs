@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderMap;
 use indexmap::IndexMap;
+use serde::de::DeserializeSeed;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -141,7 +142,7 @@ pub struct ParsedRequest {
     pub body: Bytes,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct Peek<'a> {
     #[serde(borrow, default)]
     model: Option<Cow<'a, str>>,
@@ -214,18 +215,12 @@ pub fn parse(
         };
         return Err(GatewayError::InvalidJson { message });
     }
-    let mut reader = serde_json::Deserializer::from_slice(&body);
-    let peek = match Peek::deserialize(&mut reader) {
-        Ok(peek) => peek,
-        // Tracking the path to the field at fault slows every request
-        // down; only an error message needs it, so the body is read again.
-        Err(_) => {
-            let mut reader = serde_json::Deserializer::from_slice(&body);
-            serde_path_to_error::deserialize(&mut reader).map_err(|e| {
-                let field = e.path().to_string();
-                classify_json_error(e.inner(), Some(&field))
-            })?
-        }
+    // One pass splits the members; the fields Lexora reads come from them,
+    // and a rewrite reuses them instead of reading the body again.
+    let members = Members::parse(&body).ok().filter(|m| !m.has_repeats());
+    let peek = match members.as_ref().and_then(peek_members) {
+        Some(peek) => peek,
+        None => peek_derived(&body)?,
     };
 
     let extensions = extensions(&peek, headers)?;
@@ -252,7 +247,11 @@ pub fn parse(
         .and_then(|raw| raw.get().parse::<u64>().ok());
 
     let body = if has_extension || fill_model || add_usage {
-        rewrite(&body, model.as_deref().filter(|_| fill_model), add_usage)?
+        let fill_model = model.as_deref().filter(|_| fill_model);
+        match members {
+            Some(members) => rewrite(members, &body, fill_model, add_usage)?,
+            None => rewrite_indexed(&body, fill_model, add_usage)?,
+        }
     } else {
         body
     };
@@ -266,6 +265,60 @@ pub fn parse(
         extensions,
         body,
     })
+}
+
+/// [`Peek`] read by its derived deserializer: the reference for what is
+/// accepted, and the source of every error message.
+fn peek_derived(body: &[u8]) -> Result<Peek<'_>, GatewayError> {
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    match Peek::deserialize(&mut reader) {
+        Ok(peek) => Ok(peek),
+        // Tracking the path to the field at fault slows every request
+        // down; only an error message needs it, so the body is read again.
+        Err(_) => {
+            let mut reader = serde_json::Deserializer::from_slice(body);
+            serde_path_to_error::deserialize(&mut reader).map_err(|e| {
+                let field = e.path().to_string();
+                classify_json_error(e.inner(), Some(&field))
+            })
+        }
+    }
+}
+
+/// [`Peek`] from members already split out; `None` where a value is not of
+/// the type Lexora reads, so that [`peek_derived`] words the error.
+fn peek_members<'a>(members: &Members<'a>) -> Option<Peek<'a>> {
+    let mut peek = Peek::default();
+    for (key, raw) in members.iter() {
+        match key {
+            "model" => peek.model = text(raw)?,
+            "stream" => peek.stream = serde_json::from_str(raw.get()).ok()?,
+            "stream_options" => peek.stream_options = serde_json::from_str(raw.get()).ok()?,
+            "user" => peek.user = text(raw)?,
+            // As `Option<&RawValue>` reads them: `null` is absent.
+            "max_tokens" => peek.max_tokens = Some(raw).filter(|r| r.get() != "null"),
+            "max_completion_tokens" => {
+                peek.max_completion_tokens = Some(raw).filter(|r| r.get() != "null")
+            }
+            "x_priority" => peek.x_priority = Some(raw),
+            "x_user_id" => peek.x_user_id = Some(raw),
+            "x_timeout" => peek.x_timeout = Some(raw),
+            _ => {}
+        }
+    }
+    Some(peek)
+}
+
+/// An optional string member, borrowed when it has no escapes; `None`
+/// when it is not a string or `null`.
+fn text(raw: &RawValue) -> Option<Option<Cow<'_, str>>> {
+    if raw.get() == "null" {
+        return Some(None);
+    }
+    let mut reader = serde_json::Deserializer::from_str(raw.get());
+    let text = members::Text.deserialize(&mut reader).ok()?;
+    reader.end().ok()?;
+    Some(Some(text))
 }
 
 fn classify_json_error(e: &serde_json::Error, field: Option<&str>) -> GatewayError {
@@ -377,24 +430,32 @@ fn extensions(peek: &Peek<'_>, headers: &HeaderMap) -> Result<Extensions, Gatewa
 
 /// Rebuilds the top-level object: extension fields removed, `model` filled
 /// in, `stream_options.include_usage` set. Other members keep their text.
-fn rewrite(body: &[u8], fill_model: Option<&str>, add_usage: bool) -> Result<Bytes, GatewayError> {
-    let Some(mut object) = Members::parse(body).map_err(|e| classify_json_error(&e, None))? else {
-        return rewrite_indexed(body, fill_model, add_usage);
-    };
+///
+/// `object` holds `body`'s members, none repeated.
+fn rewrite(
+    object: Members<'_>,
+    body: &[u8],
+    fill_model: Option<&str>,
+    add_usage: bool,
+) -> Result<Bytes, GatewayError> {
+    let model_json;
+    let options_json;
+    // Shortened to this call, so it can hold the values made below.
+    let mut object = object;
     for field in EXTENSION_FIELDS {
         object.remove(field);
     }
-    let model_json;
     if let Some(model) = fill_model {
         model_json = serde_json::value::to_raw_value(model).map_err(internal)?;
         object.set("model", &model_json);
     }
-    let options_json;
     if add_usage {
         let mut options = match object.get("stream_options") {
             Some(raw) if raw.get() != "null" => match Members::parse(raw.get().as_bytes()) {
-                Ok(Some(options)) => options,
-                Ok(None) => return rewrite_indexed(body, fill_model, add_usage),
+                Ok(options) if options.has_repeats() => {
+                    return rewrite_indexed(body, fill_model, add_usage)
+                }
+                Ok(options) => options,
                 Err(_) => return Err(stream_options_not_object()),
             },
             _ => Members::default(),

@@ -25,13 +25,14 @@ const PAIRWISE: usize = 16;
 pub(super) struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 
 impl<'a> Members<'a> {
-    /// The members of `json`, or `Ok(None)` when a key repeats.
-    pub(super) fn parse(json: &'a [u8]) -> serde_json::Result<Option<Self>> {
-        let members: Self = serde_json::from_slice(json)?;
-        Ok((!members.has_repeats()).then_some(members))
+    /// The members of `json`, which must be one object.
+    pub(super) fn parse(json: &'a [u8]) -> serde_json::Result<Self> {
+        serde_json::from_slice(json)
     }
 
-    fn has_repeats(&self) -> bool {
+    /// Whether a key appears twice. Such objects are left to the derived
+    /// and map-based readers, whose handling of repeats is the reference.
+    pub(super) fn has_repeats(&self) -> bool {
         let keys = &self.0;
         if keys.len() <= PAIRWISE {
             return keys
@@ -42,6 +43,10 @@ impl<'a> Members<'a> {
         let mut sorted: Vec<&str> = keys.iter().map(|(k, _)| k.as_ref()).collect();
         sorted.sort_unstable();
         sorted.windows(2).any(|pair| pair[0] == pair[1])
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&str, &'a RawValue)> + '_ {
+        self.0.iter().map(|(k, v)| (k.as_ref(), *v))
     }
 
     pub(super) fn get(&self, key: &str) -> Option<&'a RawValue> {
@@ -100,17 +105,17 @@ impl<'de> Visitor<'de> for MembersVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
-        while let Some(key) = map.next_key_seed(KeySeed)? {
+        while let Some(key) = map.next_key_seed(Text)? {
             members.push((key, map.next_value::<&'de RawValue>()?));
         }
         Ok(Members(members))
     }
 }
 
-/// A key borrowed from the body when it has no escapes.
-struct KeySeed;
+/// A key (or string value) borrowed from the body when it has no escapes.
+pub(super) struct Text;
 
-impl<'de> DeserializeSeed<'de> for KeySeed {
+impl<'de> DeserializeSeed<'de> for Text {
     type Value = Cow<'de, str>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {

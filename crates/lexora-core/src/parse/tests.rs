@@ -230,7 +230,13 @@ fn member_rewrite_matches_the_map_rewrite() {
     for body in &bodies {
         for fill in [None, Some("filled"), Some("q\"uote\u{e9}")] {
             for add_usage in [false, true] {
-                let fast = rewrite(body.as_bytes(), fill, add_usage);
+                let fast = match Members::parse(body.as_bytes())
+                    .ok()
+                    .filter(|m| !m.has_repeats())
+                {
+                    Some(members) => rewrite(members, body.as_bytes(), fill, add_usage),
+                    None => rewrite_indexed(body.as_bytes(), fill, add_usage),
+                };
                 let old = rewrite_indexed(body.as_bytes(), fill, add_usage);
                 match (fast, old) {
                     (Ok(fast), Ok(old)) => assert_eq!(fast, old, "{body} {fill:?} {add_usage}"),
@@ -242,4 +248,59 @@ fn member_rewrite_matches_the_map_rewrite() {
             }
         }
     }
+}
+
+/// What a [`Peek`] read, comparable.
+fn peek_fields(peek: &Peek<'_>) -> Vec<Option<String>> {
+    let raw = |r: Option<&RawValue>| r.map(|r| r.get().to_owned());
+    vec![
+        peek.model.as_deref().map(str::to_owned),
+        peek.stream.map(|s| s.to_string()),
+        peek.stream_options
+            .as_ref()
+            .map(|o| format!("{:?}", o.include_usage)),
+        peek.user.as_deref().map(str::to_owned),
+        raw(peek.max_tokens),
+        raw(peek.max_completion_tokens),
+        raw(peek.x_priority),
+        raw(peek.x_user_id),
+        raw(peek.x_timeout),
+    ]
+}
+
+/// Fields read from the split members must be what the derived reader
+/// reads, and every body it refuses must go to it (for its error).
+#[test]
+fn members_read_the_fields_the_derived_reader_reads() {
+    let bodies = [
+        r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"user":"u"}"#,
+        r#"{"model":null,"stream":null,"stream_options":null,"user":null,"max_tokens":null}"#,
+        r#"{"max_tokens":12,"max_completion_tokens":1.5e3,"x_priority":null,"x_user_id":"a","x_timeout":3}"#,
+        r#"{"mod\u0065l":"esc\"aped","us\u0065r":"\u00e9"}"#,
+        r#"{"model":5}"#,
+        r#"{"stream":"yes"}"#,
+        r#"{"stream_options":[]}"#,
+        r#"{"stream_options":[true]}"#,
+        r#"{"stream_options":{"include_usage":1}}"#,
+        r#"{"stream_options":{"include_usage":true,"include_usage":false}}"#,
+        r#"{"model":"a","model":"b"}"#,
+        r#"{"other":1,"other":2,"model":"m"}"#,
+        r#"{"user":["x"]}"#,
+        r#"{"model":"m"} trailing"#,
+        r#"{"model":"m","messages":[{"role":"user","content":"hi \n there"}],"n":1}"#,
+    ];
+    let mut read_from_members = 0;
+    for body in bodies {
+        let derived = peek_derived(body.as_bytes());
+        let split = Members::parse(body.as_bytes())
+            .ok()
+            .filter(|m| !m.has_repeats());
+        // None: left to the derived reader, which then decides alone.
+        if let Some(peek) = split.as_ref().and_then(peek_members) {
+            let derived = derived.unwrap_or_else(|e| panic!("{body}: derived refused: {e}"));
+            assert_eq!(peek_fields(&peek), peek_fields(&derived), "{body}");
+            read_from_members += 1;
+        }
+    }
+    assert_eq!(read_from_members, 7, "the members path was taken");
 }
