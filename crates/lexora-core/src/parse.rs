@@ -215,9 +215,13 @@ pub fn parse(
         };
         return Err(GatewayError::InvalidJson { message });
     }
-    // One pass splits the members; the fields Lexora reads come from them,
-    // and a rewrite reuses them instead of reading the body again.
-    let members = Members::parse(&body).ok().filter(|m| !m.has_repeats());
+    // A stream request is rewritten (to ask for usage): one pass splits its
+    // members, the fields Lexora reads come from them, and the rewrite
+    // reuses them instead of reading the body again. Other requests are
+    // cheaper to read with the derived reader alone, which skips members.
+    let members = mentions_stream(&body)
+        .then(|| Members::parse(&body).ok().filter(|m| !m.has_repeats()))
+        .flatten();
     let peek = match members.as_ref().and_then(peek_members) {
         Some(peek) => peek,
         None => peek_derived(&body)?,
@@ -265,6 +269,14 @@ pub fn parse(
         extensions,
         body,
     })
+}
+
+/// Whether `body` contains `"stream"` (a key written with escapes is
+/// missed, and that body is only read the slower way).
+fn mentions_stream(body: &[u8]) -> bool {
+    static STREAM: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"stream\""));
+    STREAM.find(body).is_some()
 }
 
 /// [`Peek`] read by its derived deserializer: the reference for what is
