@@ -106,6 +106,16 @@ YAML
   esac
 }
 
+# wrk's request: a 16-token chat completion with the bench API key.
+wrk_post_lua() {
+  cat <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $KEY"
+wrk.body = '{"model":"m","messages":[{"role":"user","content":"Hello there"}],"max_tokens":16}'
+LUA
+}
+
 # Sends one chat completion (streamed or not) and checks it is answered 200
 # with generated text; logs the start of the answer. Every target is checked
 # before it is measured, so a misconfigured one fails loudly instead of

@@ -217,12 +217,7 @@ PY
 
 wrk_run() { # target round -> raw/<target>.c64.<round>.json (wrk, 64 connections)
   local t=$1 r=$2 before after
-  cat >"$work/post.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $KEY"
-wrk.body = '{"model":"m","messages":[{"role":"user","content":"Hello there"}],"max_tokens":16}'
-LUA
+  wrk_post_lua >"$work/post.lua"
   taskset -c "$CPU_LOAD" wrk -t1 -c64 -d1s -s "$work/post.lua" "${URL_M[$t]}/v1/chat/completions" >/dev/null 2>&1 || true
   # shellcheck disable=SC2086
   before=$(cpu_ticks ${PIDS[$t]})
