@@ -87,8 +87,7 @@ async fn engine_backend_starts_swaps_refuses_and_cleans_up() {
     // A short prompt starts the small variant.
     let (status, body) = chat(&gw.url, 3).await;
     assert_eq!(status, 200, "short prompt: {body}\n{}", gw.stderr());
-    let engine =
-        get_json(&format!("{}/health", gw.url)).await["backends"]["local"]["engine"].clone();
+    let engine = engine_of(&gw.url, "local").await;
     assert_eq!(engine["state"], "ready", "{engine}");
     assert_eq!(engine["variant"], "small", "{engine}");
     assert_eq!(engine["swaps"], 0, "{engine}");
@@ -97,8 +96,7 @@ async fn engine_backend_starts_swaps_refuses_and_cleans_up() {
     // 512: the large variant takes over.
     let (status, body) = chat(&gw.url, 600).await;
     assert_eq!(status, 200, "long prompt: {body}\n{}", gw.stderr());
-    let engine =
-        get_json(&format!("{}/health", gw.url)).await["backends"]["local"]["engine"].clone();
+    let engine = engine_of(&gw.url, "local").await;
     assert_eq!(engine["state"], "ready", "{engine}");
     assert_eq!(engine["variant"], "large", "{engine}");
     assert_eq!(engine["swaps"], 1, "{engine}");
@@ -109,8 +107,7 @@ async fn engine_backend_starts_swaps_refuses_and_cleans_up() {
     assert_eq!(status, 400, "{body}");
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("2048"), "{message}");
-    let engine =
-        get_json(&format!("{}/health", gw.url)).await["backends"]["local"]["engine"].clone();
+    let engine = engine_of(&gw.url, "local").await;
     assert_eq!(engine["variant"], "large", "{engine}");
     let pid = engine["pid"].as_u64().expect("engine pid");
     assert!(Path::new(&format!("/proc/{pid}")).exists());
@@ -141,8 +138,7 @@ async fn engine_backend_starts_swaps_refuses_and_cleans_up() {
         .await
         .expect("reload");
     assert_eq!(reloaded.status(), 200);
-    let engine =
-        get_json(&format!("{}/health", gw.url)).await["backends"]["local"]["engine"].clone();
+    let engine = engine_of(&gw.url, "local").await;
     assert_eq!(
         engine["pid"].as_u64(),
         Some(pid),

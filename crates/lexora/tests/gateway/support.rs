@@ -136,9 +136,7 @@ fn spawn_listening(
 /// name their own listeners; returns each listener's URL.
 pub fn gateway_listening(config: &str, listeners: usize) -> (Process, Vec<String>) {
     let dir = TempDir::new();
-    let path = dir.0.join("lexora.yaml");
-    std::fs::write(&path, config).expect("write config");
-    let path = path.to_str().expect("utf8 path").to_owned();
+    let path = write_config(&dir, config);
     spawn_listening(&["serve", "--config", &path], &[], dir, listeners)
 }
 
@@ -162,40 +160,33 @@ pub fn mock(flags: &[&str]) -> Process {
 /// `lexora serve` with `config` (YAML) written to a temp file.
 pub fn gateway_with_env(config: &str, env: &[(&str, &str)]) -> Process {
     let dir = TempDir::new();
-    let path = dir.0.join("lexora.yaml");
-    std::fs::write(&path, config).expect("write config");
-    let path = path.to_str().expect("utf8 path").to_owned();
-    spawn(
-        &[
-            "serve",
-            "--config",
-            &path,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-        ],
-        env,
-        dir,
-    )
+    let path = write_config(&dir, config);
+    spawn(&serve_args(&path), env, dir)
 }
 
 /// `lexora serve --config PATH` for a file the test keeps editing.
 pub fn gateway_at(path: &std::path::Path) -> Process {
     let path = path.to_str().expect("utf8 path").to_owned();
-    spawn(
-        &[
-            "serve",
-            "--config",
-            &path,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-        ],
-        &[],
-        TempDir::new(),
-    )
+    spawn(&serve_args(&path), &[], TempDir::new())
+}
+
+/// `serve --config PATH` on a free loopback port.
+fn serve_args(path: &str) -> [&str; 7] {
+    [
+        "serve",
+        "--config",
+        path,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+    ]
+}
+
+fn write_config(dir: &TempDir, config: &str) -> String {
+    let path = dir.0.join("lexora.yaml");
+    std::fs::write(&path, config).expect("write config");
+    path.to_str().expect("utf8 path").to_owned()
 }
 
 pub fn gateway(config: &str) -> Process {
