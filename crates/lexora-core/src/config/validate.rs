@@ -1,6 +1,6 @@
 //! Checks values and builds the typed [`Config`] from a [`RawConfig`].
 
-use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use url::Url;
@@ -209,24 +209,25 @@ fn listen_addresses(
     check: &Checker<'_>,
     server: &RawServer,
 ) -> Result<Vec<SocketAddr>, ConfigError> {
+    let parse = |key: &str, text: &str, ipv4: bool, example: &str| {
+        text.trim()
+            .parse::<SocketAddr>()
+            .ok()
+            .filter(|address| address.is_ipv4() == ipv4)
+            .ok_or_else(|| {
+                let family = if ipv4 { "IPv4" } else { "IPv6" };
+                check.fail(
+                    key,
+                    format!("`{text}` is not an {family} address and port like \"{example}\""),
+                )
+            })
+    };
     let mut listen = Vec::new();
     if let Some(text) = &server.listen_v4 {
-        let address: SocketAddrV4 = text.trim().parse().map_err(|_| {
-            check.fail(
-                "server.listen_v4",
-                format!("`{text}` is not an IPv4 address and port like \"127.0.0.1:7777\""),
-            )
-        })?;
-        listen.push(address.into());
+        listen.push(parse("server.listen_v4", text, true, "127.0.0.1:7777")?);
     }
     if let Some(text) = &server.listen_v6 {
-        let address: SocketAddrV6 = text.trim().parse().map_err(|_| {
-            check.fail(
-                "server.listen_v6",
-                format!("`{text}` is not an IPv6 address and port like \"[::1]:7777\""),
-            )
-        })?;
-        listen.push(address.into());
+        listen.push(parse("server.listen_v6", text, false, "[::1]:7777")?);
     }
     Ok(listen)
 }
