@@ -35,6 +35,7 @@ use crate::parse::{ParsedRequest, Priority};
 pub mod adapter;
 pub mod fields;
 pub mod health;
+pub mod pool;
 
 pub use adapter::{Adapter, Wire};
 pub use health::BackendHealth;
@@ -42,6 +43,14 @@ pub use health::BackendHealth;
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 enum Transport {
+    /// Plain HTTP with idle connections kept: Lexora's own pool of one
+    /// origin (see [`pool`]).
+    Pooled {
+        pool: pool::Pool,
+        origin: Origin,
+    },
+    /// HTTPS (hosted providers), or plain HTTP without idle connections,
+    /// through hyper-util's general client.
     Http {
         client: Box<HttpClient>,
         base: String,
@@ -97,14 +106,27 @@ impl Backend {
                 client: Box::new(http_client(config.connect_timeout, false)?),
                 manager: policy.engine_manager(model, settings),
             },
-            (_, Some(url)) => Transport::Http {
-                client: Box::new(http_client(
-                    config.connect_timeout,
-                    config.provider != "llamacpp",
-                )?),
-                base: url.as_str().trim_end_matches('/').to_owned(),
-                origin: Origin::parse(url.as_str().trim_end_matches('/')),
-            },
+            (_, Some(url)) => {
+                let base = url.as_str().trim_end_matches('/');
+                let keep_idle = config.provider != "llamacpp";
+                match Origin::parse(base) {
+                    Some(origin) if keep_idle && origin.scheme == Scheme::HTTP => {
+                        Transport::Pooled {
+                            pool: pool::Pool::new(
+                                origin.authority.host(),
+                                origin.authority.port_u16().unwrap_or(80),
+                                config.connect_timeout,
+                            ),
+                            origin,
+                        }
+                    }
+                    origin => Transport::Http {
+                        client: Box::new(http_client(config.connect_timeout, keep_idle)?),
+                        base: base.to_owned(),
+                        origin,
+                    },
+                }
+            }
             (_, None) => {
                 return Err(GatewayError::Internal {
                     message: format!("backend `{}` has no URL", config.name),
@@ -290,6 +312,11 @@ impl Backend {
         let mut host = None;
         let uri = match (&self.transport, base) {
             (Transport::InProcess(_), _) => Uri::try_from(path).map_err(http::Error::from),
+            (Transport::Pooled { origin, .. }, None) => {
+                // Origin-form: the pool's connections all go to this origin.
+                host.clone_from(&origin.host);
+                origin.path(path).map(Uri::from)
+            }
             (_, Some(base)) => Uri::try_from(format!("{base}{path}")).map_err(http::Error::from),
             (
                 Transport::Http {
@@ -344,6 +371,11 @@ impl Backend {
                 .await
                 .map(|response| response.map(Body::new))
                 .map_err(|e| self.classify(&e)),
+            Transport::Pooled { pool, .. } => pool
+                .send(request)
+                .await
+                .map(|response| response.map(Body::new))
+                .map_err(|e| self.transport_error(e.connect, e.timed_out, e.reason)),
             Transport::InProcess(router) => match router.clone().oneshot(request).await {
                 Ok(response) => Ok(response),
                 Err(never) => match never {},
@@ -353,10 +385,18 @@ impl Backend {
 
     /// Turns a client error into what the gateway tells its client.
     fn classify(&self, error: &hyper_util::client::legacy::Error) -> GatewayError {
+        self.transport_error(
+            error.is_connect(),
+            chain_has_io_kind(error, std::io::ErrorKind::TimedOut),
+            root_cause(error),
+        )
+    }
+
+    /// What the client is told when the request got no answer head:
+    /// `connect` if no connection could be opened (nothing was sent).
+    fn transport_error(&self, connect: bool, timed_out: bool, reason: String) -> GatewayError {
         let backend = self.config.name.clone();
-        let reason = root_cause(error);
-        let timed_out = chain_has_io_kind(error, std::io::ErrorKind::TimedOut);
-        if error.is_connect() {
+        if connect {
             // Nothing was sent, so a connect timeout is as safe to retry
             // elsewhere as a refused connection.
             let reason = if timed_out {
@@ -373,11 +413,6 @@ impl Backend {
     }
 }
 
-/// `keep_idle`: pool idle connections for reuse. Not for llama-server: its
-/// HTTP server gives each connection a thread of a small pool until the
-/// connection closes or idles for 5 s, so idle pooled connections starve
-/// the new ones of a burst (seen: requests stalled in steps of 5 s).
-/// Closing after each answer costs a loopback handshake per request.
 /// An HTTP backend's URL split once into the parts of every request's URI.
 struct Origin {
     scheme: Scheme,
@@ -421,17 +456,27 @@ impl Origin {
     /// The URI of `path` at this origin, the same as parsing the base URL
     /// and `path` written together, without parsing the base again.
     fn uri(&self, path: &str) -> Result<Uri, http::Error> {
-        let mut text = String::with_capacity(self.prefix.len() + path.len());
-        text.push_str(&self.prefix);
-        text.push_str(path);
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(PathAndQuery::try_from(text)?);
+        parts.path_and_query = Some(self.path(path)?);
         Ok(Uri::from_parts(parts)?)
+    }
+
+    /// `path` under this origin's prefix (the request target in origin-form).
+    fn path(&self, path: &str) -> Result<PathAndQuery, http::Error> {
+        let mut text = String::with_capacity(self.prefix.len() + path.len());
+        text.push_str(&self.prefix);
+        text.push_str(path);
+        Ok(PathAndQuery::try_from(text)?)
     }
 }
 
+/// `keep_idle`: pool idle connections for reuse. Not for llama-server: its
+/// HTTP server gives each connection a thread of a small pool until the
+/// connection closes or idles for 5 s, so idle pooled connections starve
+/// the new ones of a burst (seen: requests stalled in steps of 5 s).
+/// Closing after each answer costs a loopback handshake per request.
 fn http_client(connect_timeout: Duration, keep_idle: bool) -> Result<HttpClient, GatewayError> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);

@@ -1,0 +1,201 @@
+//! The pool against a real HTTP/1.1 server on loopback that counts the
+//! connections it accepts.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Request, Response};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use super::*;
+
+/// A server whose `/stream` answer sends a chunk, waits for `release`, then
+/// ends; every other path answers `ok` at once. `keep_alive: false` closes
+/// each connection after its answer.
+struct Server {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+async fn server(keep_alive: bool) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (count, gate) = (Arc::clone(&accepted), Arc::clone(&release));
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            let gate = Arc::clone(&gate);
+            let service =
+                hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let gate = Arc::clone(&gate);
+                    async move {
+                        if request.uri().path() != "/stream" {
+                            let body =
+                                http_body_util::Either::Left(Full::new(Bytes::from_static(b"ok")));
+                            return Ok::<_, Infallible>(Response::new(body));
+                        }
+                        let frames = futures_util::stream::unfold(0, move |step| {
+                            let gate = Arc::clone(&gate);
+                            async move {
+                                match step {
+                                    0 => Some((
+                                        Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"a"))),
+                                        1,
+                                    )),
+                                    1 => {
+                                        gate.notified().await;
+                                        Some((Ok(Frame::data(Bytes::from_static(b"b"))), 2))
+                                    }
+                                    _ => None,
+                                }
+                            }
+                        });
+                        Ok(Response::new(http_body_util::Either::Right(
+                            StreamBody::new(frames),
+                        )))
+                    }
+                });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .keep_alive(keep_alive)
+                    .serve_connection(TokioIo::new(tcp), service),
+            );
+        }
+    });
+    Server {
+        port,
+        accepted,
+        release,
+    }
+}
+
+fn request(path: &str, port: u16) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method("POST")
+        .uri(path)
+        .header(header::HOST, format!("127.0.0.1:{port}"))
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .expect("valid request")
+}
+
+async fn text(response: Response<PooledBody>) -> String {
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    String::from_utf8(bytes.to_vec()).expect("utf-8")
+}
+
+#[tokio::test]
+async fn sequential_requests_share_one_connection() {
+    let server = server(true).await;
+    let pool = Pool::new("127.0.0.1", server.port, Duration::from_secs(1));
+    for _ in 0..5 {
+        let response = pool.send(request("/", server.port)).await.expect("answer");
+        assert_eq!(text(response).await, "ok");
+    }
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(pool.idle(), 1);
+}
+
+#[tokio::test]
+async fn a_stream_holds_its_connection_until_read_to_the_end() {
+    let server = server(true).await;
+    let pool = Pool::new("127.0.0.1", server.port, Duration::from_secs(1));
+    let stream = pool
+        .send(request("/stream", server.port))
+        .await
+        .expect("head");
+    let mut body = stream.into_body();
+    let first = body.frame().await.expect("frame").expect("ok");
+    assert_eq!(first.into_data().expect("data"), "a");
+    assert_eq!(pool.idle(), 0, "the stream's connection is busy");
+
+    // Another request meanwhile needs a connection of its own.
+    let plain = pool.send(request("/", server.port)).await.expect("answer");
+    assert_eq!(text(plain).await, "ok");
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(pool.idle(), 1);
+
+    server.release.notify_one();
+    let rest = body.collect().await.expect("rest").to_bytes();
+    assert_eq!(rest, "b");
+    // Back once its connection task has seen the end.
+    for _ in 0..100 {
+        if pool.idle() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(pool.idle(), 2);
+    for _ in 0..3 {
+        let response = pool.send(request("/", server.port)).await.expect("answer");
+        assert_eq!(text(response).await, "ok");
+    }
+    assert_eq!(
+        server.accepted.load(Ordering::SeqCst),
+        2,
+        "no new connection"
+    );
+}
+
+#[tokio::test]
+async fn a_body_dropped_before_its_end_closes_the_connection() {
+    let server = server(true).await;
+    let pool = Pool::new("127.0.0.1", server.port, Duration::from_secs(1));
+    let stream = pool
+        .send(request("/stream", server.port))
+        .await
+        .expect("head");
+    drop(stream);
+    assert_eq!(pool.idle(), 0);
+    let response = pool.send(request("/", server.port)).await.expect("answer");
+    assert_eq!(text(response).await, "ok");
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn connections_the_server_closes_are_replaced() {
+    let server = server(false).await;
+    let pool = Pool::new("localhost", server.port, Duration::from_secs(1));
+    for _ in 0..3 {
+        let response = pool.send(request("/", server.port)).await.expect("answer");
+        assert_eq!(text(response).await, "ok");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_a_connect_error() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let pool = Pool::new("127.0.0.1", port, Duration::from_secs(1));
+    let Err(error) = pool.send(request("/", port)).await else {
+        panic!("nobody listens, yet an answer came");
+    };
+    assert!(error.connect && !error.timed_out, "{error:?}");
+    assert!(error.reason.contains("refused"), "{}", error.reason);
+}
+
+#[test]
+fn ipv6_hosts_lose_their_brackets() {
+    let pool = Pool::new("[::1]", 80, Duration::from_secs(1));
+    assert_eq!(pool.shared.host, "::1");
+}
