@@ -15,9 +15,10 @@
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -27,12 +28,16 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// Idle connections older than this are closed rather than reused (the
 /// same as the general client's pool).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle connections kept at most; more are closed when their answer ends.
 const MAX_IDLE: usize = 1024;
+/// How often connections past [`IDLE_TIMEOUT`] are closed when no request
+/// comes to do it.
+const REAP_EVERY: Duration = Duration::from_secs(30);
 /// TCP keep-alive probes after this much silence, so a dead peer is noticed
 /// on connections waiting for a slow engine.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
@@ -81,6 +86,7 @@ struct Shared {
     connect_timeout: Duration,
     /// Oldest at the front; taken from the back.
     idle: Mutex<VecDeque<Idle>>,
+    reaper: AtomicBool,
 }
 
 struct Idle {
@@ -99,6 +105,7 @@ impl Pool {
                 port,
                 connect_timeout,
                 idle: Mutex::new(VecDeque::new()),
+                reaper: AtomicBool::new(false),
             }),
         }
     }
@@ -175,18 +182,35 @@ impl Shared {
         }
         let now = Instant::now();
         let mut idle = self.lock();
-        while idle
-            .front()
-            .is_some_and(|oldest| now.duration_since(oldest.since) >= IDLE_TIMEOUT)
-        {
-            idle.pop_front();
-        }
+        evict_stale(&mut idle, now);
         if idle.len() < MAX_IDLE {
             idle.push_back(Idle { sender, since: now });
         }
     }
 
-    async fn connect(&self) -> Result<Sender, PoolError> {
+    /// Closes idle connections past their time every [`REAP_EVERY`], so a
+    /// burst's connections do not stay open when no request follows; ends
+    /// with the pool.
+    fn start_reaper(self: &Arc<Self>) {
+        if self.reaper.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let shared = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(Instant::now() + REAP_EVERY, REAP_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                evict_stale(&mut shared.lock(), Instant::now());
+            }
+        });
+    }
+
+    async fn connect(self: &Arc<Self>) -> Result<Sender, PoolError> {
+        self.start_reaper();
         let stream = match tokio::time::timeout(self.connect_timeout, self.open()).await {
             Ok(stream) => stream.map_err(|e| PoolError::connect(&e))?,
             Err(_) => {
@@ -234,6 +258,17 @@ impl Shared {
                 format!("{} has no address", self.host),
             )
         }))
+    }
+}
+
+/// Closes the connections idle for [`IDLE_TIMEOUT`] or longer (the oldest
+/// are at the front).
+fn evict_stale(idle: &mut VecDeque<Idle>, now: Instant) {
+    while idle
+        .front()
+        .is_some_and(|oldest| now.duration_since(oldest.since) >= IDLE_TIMEOUT)
+    {
+        idle.pop_front();
     }
 }
 

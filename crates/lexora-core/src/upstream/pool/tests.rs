@@ -199,3 +199,22 @@ fn ipv6_hosts_lose_their_brackets() {
     let pool = Pool::new("[::1]", 80, Duration::from_secs(1));
     assert_eq!(pool.shared.host, "::1");
 }
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_idle_timeout() {
+    let server = server(true).await;
+    let pool = Pool::new("127.0.0.1", server.port, Duration::from_secs(1));
+    let response = pool.send(request("/", server.port)).await.expect("answer");
+    assert_eq!(text(response).await, "ok");
+    assert_eq!(pool.idle(), 1);
+
+    tokio::time::pause();
+    tokio::time::advance(IDLE_TIMEOUT - Duration::from_secs(1)).await;
+    assert_eq!(pool.idle(), 1, "not yet");
+    // The reaper runs every 30 s; by then the connection is past its time.
+    tokio::time::advance(REAP_EVERY + Duration::from_secs(1)).await;
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(pool.idle(), 0);
+}
