@@ -30,9 +30,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     name = "lexora",
     version = status::VERSION,
     about = "Lexora: an LLM gateway in front of vLLM, llama.cpp, SGLang, Ollama and hosted providers",
-    long_about = "Lexora speaks the OpenAI API to clients and forwards to inference engines, adding \
-                  health, statistics and metrics (and, as they land, queueing, rate limits, retries and \
-                  routing).\n\nConfiguration: built-in defaults < config file (--config, $LEXORA_CONFIG, or \
+    long_about = "Lexora speaks the OpenAI and Anthropic APIs to clients and forwards to inference \
+                  engines and providers, adding priority queueing, per-user rate limits, retries, circuit \
+                  breakers, routing, engine process management, health, statistics and metrics.\n\n\
+                  Configuration: built-in defaults < config file (--config, $LEXORA_CONFIG, or \
                   config/lexora_config.yaml) < LEXORA_* environment variables (`__` nests, e.g. \
                   LEXORA_VLLM__URL) < command-line flags."
 )]
