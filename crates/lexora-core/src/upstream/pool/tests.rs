@@ -90,14 +90,16 @@ fn request(path: &str, port: u16) -> Request<Full<Bytes>> {
         .expect("valid request")
 }
 
-async fn text(response: Response<PooledBody>) -> String {
+/// Sends a plain request through `pool` and checks its answer.
+async fn answers_ok(pool: &Pool, port: u16) {
+    let response = pool.send(request("/", port)).await.expect("answer");
     let bytes = response
         .into_body()
         .collect()
         .await
         .expect("body")
         .to_bytes();
-    String::from_utf8(bytes.to_vec()).expect("utf-8")
+    assert_eq!(bytes, "ok");
 }
 
 #[tokio::test]
@@ -105,8 +107,7 @@ async fn sequential_requests_share_one_connection() {
     let server = server(true).await;
     let pool = Pool::new("127.0.0.1", server.port, Duration::from_secs(1));
     for _ in 0..5 {
-        let response = pool.send(request("/", server.port)).await.expect("answer");
-        assert_eq!(text(response).await, "ok");
+        answers_ok(&pool, server.port).await;
     }
     assert_eq!(server.accepted.load(Ordering::SeqCst), 1);
     assert_eq!(pool.idle(), 1);
@@ -126,8 +127,7 @@ async fn a_stream_holds_its_connection_until_read_to_the_end() {
     assert_eq!(pool.idle(), 0, "the stream's connection is busy");
 
     // Another request meanwhile needs a connection of its own.
-    let plain = pool.send(request("/", server.port)).await.expect("answer");
-    assert_eq!(text(plain).await, "ok");
+    answers_ok(&pool, server.port).await;
     assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
     assert_eq!(pool.idle(), 1);
 
@@ -143,8 +143,7 @@ async fn a_stream_holds_its_connection_until_read_to_the_end() {
     }
     assert_eq!(pool.idle(), 2);
     for _ in 0..3 {
-        let response = pool.send(request("/", server.port)).await.expect("answer");
-        assert_eq!(text(response).await, "ok");
+        answers_ok(&pool, server.port).await;
     }
     assert_eq!(
         server.accepted.load(Ordering::SeqCst),
@@ -163,8 +162,7 @@ async fn a_body_dropped_before_its_end_closes_the_connection() {
         .expect("head");
     drop(stream);
     assert_eq!(pool.idle(), 0);
-    let response = pool.send(request("/", server.port)).await.expect("answer");
-    assert_eq!(text(response).await, "ok");
+    answers_ok(&pool, server.port).await;
     assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
 }
 
@@ -173,8 +171,7 @@ async fn connections_the_server_closes_are_replaced() {
     let server = server(false).await;
     let pool = Pool::new("localhost", server.port, Duration::from_secs(1));
     for _ in 0..3 {
-        let response = pool.send(request("/", server.port)).await.expect("answer");
-        assert_eq!(text(response).await, "ok");
+        answers_ok(&pool, server.port).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(server.accepted.load(Ordering::SeqCst), 3);
@@ -204,8 +201,7 @@ fn ipv6_hosts_lose_their_brackets() {
 async fn idle_connections_are_closed_after_the_idle_timeout() {
     let server = server(true).await;
     let pool = Pool::new("127.0.0.1", server.port, Duration::from_secs(1));
-    let response = pool.send(request("/", server.port)).await.expect("answer");
-    assert_eq!(text(response).await, "ok");
+    answers_ok(&pool, server.port).await;
     assert_eq!(pool.idle(), 1);
 
     tokio::time::pause();
