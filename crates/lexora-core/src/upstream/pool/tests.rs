@@ -90,6 +90,13 @@ fn request(path: &str, port: u16) -> Request<Full<Bytes>> {
         .expect("valid request")
 }
 
+/// A server and a pool for it, reaching it by `host`.
+async fn pooled(keep_alive: bool, host: &str) -> (Server, Pool) {
+    let server = server(keep_alive).await;
+    let pool = Pool::new(host, server.port, Duration::from_secs(1));
+    (server, pool)
+}
+
 /// Sends a plain request through `pool` and checks its answer.
 async fn answers_ok(pool: &Pool, port: u16) {
     let response = pool.send(request("/", port)).await.expect("answer");
@@ -104,8 +111,7 @@ async fn answers_ok(pool: &Pool, port: u16) {
 
 #[tokio::test]
 async fn sequential_requests_share_one_connection() {
-    let server = server(true).await;
-    let pool = Pool::new("127.0.0.1", server.port, Duration::from_secs(1));
+    let (server, pool) = pooled(true, "127.0.0.1").await;
     for _ in 0..5 {
         answers_ok(&pool, server.port).await;
     }
@@ -115,8 +121,7 @@ async fn sequential_requests_share_one_connection() {
 
 #[tokio::test]
 async fn a_stream_holds_its_connection_until_read_to_the_end() {
-    let server = server(true).await;
-    let pool = Pool::new("127.0.0.1", server.port, Duration::from_secs(1));
+    let (server, pool) = pooled(true, "127.0.0.1").await;
     let stream = pool
         .send(request("/stream", server.port))
         .await
@@ -154,8 +159,7 @@ async fn a_stream_holds_its_connection_until_read_to_the_end() {
 
 #[tokio::test]
 async fn a_body_dropped_before_its_end_closes_the_connection() {
-    let server = server(true).await;
-    let pool = Pool::new("127.0.0.1", server.port, Duration::from_secs(1));
+    let (server, pool) = pooled(true, "127.0.0.1").await;
     let stream = pool
         .send(request("/stream", server.port))
         .await
@@ -168,8 +172,7 @@ async fn a_body_dropped_before_its_end_closes_the_connection() {
 
 #[tokio::test]
 async fn connections_the_server_closes_are_replaced() {
-    let server = server(false).await;
-    let pool = Pool::new("localhost", server.port, Duration::from_secs(1));
+    let (server, pool) = pooled(false, "localhost").await;
     for _ in 0..3 {
         answers_ok(&pool, server.port).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -199,8 +202,7 @@ fn ipv6_hosts_lose_their_brackets() {
 
 #[tokio::test]
 async fn idle_connections_are_closed_after_the_idle_timeout() {
-    let server = server(true).await;
-    let pool = Pool::new("127.0.0.1", server.port, Duration::from_secs(1));
+    let (server, pool) = pooled(true, "127.0.0.1").await;
     answers_ok(&pool, server.port).await;
     assert_eq!(pool.idle(), 1);
 
