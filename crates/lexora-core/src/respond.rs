@@ -18,12 +18,13 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::error::{error_json, GatewayError};
-use crate::record::{RequestRecord, Usage};
+use crate::record::RequestRecord;
 use crate::translate;
 use crate::upstream::fields::FieldRules;
 use crate::upstream::Wire;
 
 pub mod sse;
+mod usage;
 
 #[cfg(test)]
 mod tests;
@@ -159,12 +160,6 @@ impl Translation {
     }
 }
 
-#[derive(Deserialize)]
-struct UsageOnly {
-    #[serde(default)]
-    usage: Option<Usage>,
-}
-
 /// Reads a complete answer, records its usage, and passes it on.
 pub async fn complete(
     upstream: Response<Body>,
@@ -192,7 +187,7 @@ pub async fn complete(
                 reason: format!("the answer could not be translated: {e}"),
             })?;
     }
-    if let Ok(UsageOnly { usage: Some(usage) }) = serde_json::from_slice(&bytes) {
+    if let Some(usage) = usage::of_answer(&bytes) {
         record.set_usage(usage);
     }
     let mut response = Response::new(Body::from(bytes));

@@ -524,7 +524,7 @@ fn event_data(event: &[u8]) -> Option<Vec<u8>> {
 
 /// Whether `bytes` contain `"usage"`, the key of a usage report. Asked of
 /// every relayed event, so the searcher is built once, not per call.
-fn mentions_usage(bytes: &[u8]) -> bool {
+pub(super) fn mentions_usage(bytes: &[u8]) -> bool {
     static USAGE: LazyLock<memmem::Finder<'static>> =
         LazyLock::new(|| memmem::Finder::new(b"\"usage\""));
     USAGE.find(bytes).is_some()

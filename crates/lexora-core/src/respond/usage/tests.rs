@@ -1,0 +1,130 @@
+use proptest::prelude::*;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::*;
+
+/// The reference: what a derived reader of the whole answer finds.
+fn derived(json: &[u8]) -> Option<Usage> {
+    #[derive(Deserialize)]
+    struct UsageOnly {
+        #[serde(default)]
+        usage: Option<Usage>,
+    }
+    serde_json::from_slice::<UsageOnly>(json).ok()?.usage
+}
+
+fn counts(usage: Option<Usage>) -> Option<(u64, u64)> {
+    usage.map(|u| (u.prompt_tokens, u.completion_tokens))
+}
+
+#[test]
+fn reads_openai_and_anthropic_answers() {
+    let openai = br#"{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15},"system_fingerprint":null}"#;
+    assert_eq!(counts(of_answer(openai)), Some((12, 3)));
+    let anthropic = br#"{"type":"message","content":[{"type":"text","text":"hi"}],"usage":{"input_tokens":7,"output_tokens":2}}"#;
+    assert_eq!(counts(of_answer(anthropic)), Some((7, 2)));
+    let spaced = b"{ \"usage\" :\n {\"prompt_tokens\": 1, \"completion_tokens\": 2} }";
+    assert_eq!(counts(of_answer(spaced)), Some((1, 2)));
+}
+
+#[test]
+fn ignores_usage_that_is_not_a_top_level_member() {
+    let cases: [&[u8]; 6] = [
+        br#"{"choices":[{"message":{"content":"\"usage\":{\"prompt_tokens\":9}"}}]}"#,
+        br#"{"choices":[{"usage":{"prompt_tokens":9,"completion_tokens":9}}]}"#,
+        br#"{"note":"usage","usage":null}"#,
+        br#"{"a":{"usage":{"prompt_tokens":9}}}"#,
+        br#"{"text":"ends with a backslash \\","other":"usage"}"#,
+        br#"{"usage":"none"}"#,
+    ];
+    for json in cases {
+        assert_eq!(
+            counts(of_answer(json)),
+            None,
+            "{}",
+            String::from_utf8_lossy(json)
+        );
+        assert_eq!(counts(derived(json)), None);
+    }
+}
+
+#[test]
+fn tolerates_truncated_and_broken_bodies() {
+    for json in [
+        &br#"{"usage":{"prompt_tokens":1"#[..],
+        br#"{"text":"unterminated \"usage\""#,
+        br#"{"text":"\"#,
+        br#""usage""#,
+        b"",
+    ] {
+        assert_eq!(counts(of_answer(json)), None);
+    }
+}
+
+/// JSON values whose strings and keys often say `usage` and carry quotes
+/// and backslashes.
+fn value() -> impl Strategy<Value = Value> {
+    let text = prop_oneof![
+        Just("usage".to_owned()),
+        Just("\"usage\":{\"prompt_tokens\":5}".to_owned()),
+        Just("\\".to_owned()),
+        "[a-z\"\\\\ ]{0,8}",
+    ];
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<u32>().prop_map(|n| json!(n)),
+        text.clone().prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 24, 4, move |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            proptest::collection::vec(
+                (prop_oneof![Just("usage".to_owned()), "[a-z]{1,3}"], inner),
+                0..4
+            )
+            .prop_map(|members| Value::Object(members.into_iter().collect())),
+        ]
+    })
+}
+
+fn usage_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        (any::<u32>(), any::<u32>()).prop_map(
+            |(p, c)| json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": 0})
+        ),
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(p, c)| json!({"input_tokens": p, "output_tokens": c})),
+        Just(json!({})),
+        Just(Value::Null),
+        value(),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn agrees_with_the_derived_reader(
+        members in proptest::collection::vec(("[a-z]{1,3}", value()), 0..5),
+        usage in proptest::option::of(usage_value()),
+        position in 0usize..6,
+        pretty in any::<bool>(),
+    ) {
+        let mut object = serde_json::Map::new();
+        let mut members = members.into_iter();
+        for (key, value) in members.by_ref().take(position) {
+            object.insert(key, value);
+        }
+        if let Some(usage) = usage {
+            object.insert("usage".to_owned(), usage);
+        }
+        object.extend(members);
+        let object = Value::Object(object);
+        let json = if pretty {
+            serde_json::to_vec_pretty(&object)
+        } else {
+            serde_json::to_vec(&object)
+        }
+        .expect("serializes");
+        prop_assert_eq!(counts(of_answer(&json)), counts(derived(&json)), "{}", String::from_utf8_lossy(&json));
+    }
+}
