@@ -3,7 +3,7 @@
 //!
 //! Loading is three steps, each its own module: [`source`] merges the layers
 //! into one tree and remembers who set which key, [`raw`] deserializes that
-//! tree (rejecting unknown keys), and [`validate`] checks values and builds
+//! tree (rejecting unknown keys), and `validate` checks values and builds
 //! the typed [`Config`] the gateway runs on. Every error names the key and
 //! the file or variable it came from.
 

@@ -1,7 +1,7 @@
 //! The configuration as written: serde structs that mirror the YAML/Lua
 //! file and the `LEXORA_` environment, with every default filled in.
 //!
-//! Nothing here is validated beyond types; [`super::validate`] turns a
+//! Nothing here is validated beyond types; `config::validate` turns a
 //! [`RawConfig`] into the typed [`super::Config`]. Every struct denies unknown
 //! keys so a typo is an error, not a silently ignored setting.
 

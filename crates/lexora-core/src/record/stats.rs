@@ -26,7 +26,7 @@ struct Counters {
     latency_us: AtomicU64,
 }
 
-/// A snapshot of [`Counters`] for JSON.
+/// A snapshot of the counters for JSON.
 #[derive(Debug, Serialize)]
 pub struct CountersView {
     pub requests: u64,
