@@ -138,7 +138,7 @@ impl Pool {
         }
     }
 
-    /// Idle connections now (for tests and status).
+    /// How many idle connections the pool holds now.
     pub fn idle(&self) -> usize {
         self.shared.lock().len()
     }
