@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 import anthropic
+import httpx
 import openai
 import pytest
 
@@ -162,6 +163,26 @@ def test_messages_stream_on_a_real_llama_server(messages_on_llama: anthropic.Ant
     assert "content_block_delta" in events
     assert final.usage.output_tokens == 5
     llama_gateway.wait_for_stats(lambda s: s["total_tokens"] >= before + 5, "the streamed usage counted")
+
+
+def _opens_with_message_start(url: str) -> bool:
+    body = {"model": "tiny", "max_tokens": 5, "stream": True, "messages": [{"role": "user", "content": "hello"}]}
+    with httpx.stream(
+        "POST", f"{url}/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"}, timeout=30.0
+    ) as response:
+        assert response.status_code == 200
+        text = response.read().decode("utf-8", "replace")
+    first = next(event for event in text.split("\n\n") if "data:" in event)
+    return "message_start" in first
+
+
+def test_every_messages_stream_opens_with_message_start(llama_gateway: Gateway, llama_server: str) -> None:
+    """llama-server leaves ``message_start`` out of some streams (when its
+    first sampled token is an incomplete UTF-8 sequence); Lexora makes one
+    up, so that Anthropic's SDKs can assemble the message."""
+    direct = sum(not _opens_with_message_start(llama_server) for _ in range(100))
+    through = sum(not _opens_with_message_start(llama_gateway.url) for _ in range(100))
+    assert through == 0, f"{through} of 100 streams through Lexora lacked message_start (llama-server: {direct} of 100)"
 
 
 # --------------------------------------------------------------------------

@@ -182,6 +182,8 @@ impl Gateway {
                     deadline,
                     translation,
                     fields,
+                    endpoint.wire(),
+                    request_id.to_str().unwrap_or("lexora"),
                 )
             }
             Err(error) => {

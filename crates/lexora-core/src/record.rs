@@ -114,6 +114,11 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
+    /// The model the request asked for (empty until identified).
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
     /// Names the model and user once the request is parsed.
     pub fn identify(&mut self, model: &str, user: &str) {
         model.clone_into(&mut self.model);

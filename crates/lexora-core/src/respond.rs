@@ -89,6 +89,9 @@ pub async fn first_chunk(
 }
 
 /// Relays a streamed answer whose first bytes were already read.
+/// `client_wire` is the API the client speaks; `id` names a made-up
+/// Anthropic `message_start` if one is needed.
+#[allow(clippy::too_many_arguments)]
 pub fn stream(
     upstream: Response<Body>,
     first: Bytes,
@@ -97,13 +100,19 @@ pub fn stream(
     deadline: Instant,
     translation: Option<Translation>,
     fields: Arc<FieldRules>,
+    client_wire: Wire,
+    id: &str,
 ) -> Response {
     let (parts, body) = upstream.into_parts();
-    let client_wire = translation.as_ref().map_or(Wire::OpenAi, |t| t.to);
+    let model = record.model().to_owned();
     let mut relay =
         sse::SseRelay::new(body, first, record, strip_usage, deadline).with_fields(fields);
-    if let Some(translation) = translation {
-        relay = relay.translated(translation.stream(), client_wire);
+    match translation {
+        Some(translation) => relay = relay.translated(translation.stream(), translation.to),
+        None if client_wire == Wire::Anthropic => {
+            relay = relay.anthropic_passthrough(id, &model);
+        }
+        None => {}
     }
     let mut response = Response::new(Body::new(relay));
     *response.status_mut() = parts.status;

@@ -55,6 +55,9 @@ pub struct SseRelay {
     /// The backend's `response_fields`, applied to each event's JSON
     /// before anything else looks at it.
     fields: Option<Arc<FieldRules>>,
+    /// A made-up `message_start` event, sent first unless the stream opens
+    /// with its own (see [`SseRelay::anthropic_passthrough`]).
+    message_start: Option<Bytes>,
 }
 
 #[derive(Deserialize)]
@@ -134,7 +137,53 @@ impl SseRelay {
             client_wire: Wire::OpenAi,
             scanned: 0,
             fields: None,
+            message_start: None,
         }
+    }
+
+    /// A Messages stream relayed as the engine wrote it (client and engine
+    /// both speak Anthropic's API). Errors become Anthropic `error` events,
+    /// and a stream that does not open with `message_start` gets one made
+    /// up from `id` and `model`: llama-server leaves it out when its first
+    /// token is an incomplete UTF-8 sequence (first seen with a tiny model;
+    /// CJK and emoji output can start that way), and Anthropic's SDKs cannot
+    /// assemble a message without it.
+    pub fn anthropic_passthrough(mut self, id: &str, model: &str) -> Self {
+        self.client_wire = Wire::Anthropic;
+        // Written out rather than through `json!`, whose objects sort their
+        // keys: `type` comes first in Anthropic's own events.
+        let quoted = |text: &str| serde_json::Value::from(text).to_string();
+        self.message_start = Some(Bytes::from(format!(
+            "event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"id\":{},\
+             \"type\":\"message\",\"role\":\"assistant\",\"model\":{},\"content\":[],\
+             \"stop_reason\":null,\"stop_sequence\":null,\
+             \"usage\":{{\"input_tokens\":0,\"output_tokens\":0}}}}}}\n\n",
+            quoted(&format!("msg_{id}")),
+            quoted(model),
+        )));
+        self
+    }
+
+    /// `events` preceded by the made-up `message_start` if the stream's
+    /// first event is something else. Decided once, at the first event.
+    fn open_message(&mut self, events: Bytes) -> Bytes {
+        let Some(start) = self.message_start.take() else {
+            return events;
+        };
+        // Comments and keep-alives before the first event decide nothing.
+        let Some(first) = split_events(&events).find(|e| event_data(e).is_some()) else {
+            self.message_start = Some(start);
+            return events;
+        };
+        let opens = event_name(first) == Some("message_start")
+            || memmem::find(first, b"\"message_start\"").is_some();
+        if opens {
+            return events;
+        }
+        let mut out = BytesMut::with_capacity(start.len() + events.len());
+        out.extend_from_slice(&start);
+        out.extend_from_slice(&events);
+        out.freeze()
     }
 
     /// Rewrites every event's JSON with the backend's `response_fields`.
@@ -216,7 +265,7 @@ impl SseRelay {
     /// translated, usage read (and dropped when only Lexora wanted it);
     /// `None` when nothing is left to send.
     fn process(&mut self, events: Bytes) -> Option<Bytes> {
-        let events = self.rewrite_fields(events);
+        let events = self.open_message(self.rewrite_fields(events));
         if self.transform.is_some() {
             return Some(self.transform_events(&events)).filter(|out| !out.is_empty());
         }

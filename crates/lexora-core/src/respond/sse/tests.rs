@@ -260,3 +260,56 @@ async fn deadline_ends_a_stream_that_keeps_sending() {
     assert_eq!(text.matches(TOKEN).count(), 5, "{text}");
     assert!(started.elapsed() < Duration::from_secs(6));
 }
+
+const ANTHROPIC_START: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"tiny\",\"content\":[],\"usage\":{\"input_tokens\":4,\"output_tokens\":0}}}\n\n";
+const ANTHROPIC_BLOCK: &str = "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n";
+const ANTHROPIC_STOP: &str = "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+
+/// Relays `parts` as an Anthropic passthrough stream (request id `lx-1`,
+/// model `tiny`) and returns what the client received.
+async fn anthropic_relay(parts: Vec<&'static str>) -> String {
+    let frames = futures_util::stream::iter(
+        parts
+            .into_iter()
+            .map(|p| Ok::<_, std::io::Error>(Bytes::from_static(p.as_bytes()))),
+    );
+    let (relay, _) = relay_over(frames, Bytes::new(), false, MINUTE);
+    text(&body_of(relay.anthropic_passthrough("lx-1", "tiny")).await)
+}
+
+#[tokio::test]
+async fn an_anthropic_stream_without_message_start_gets_one() {
+    let out = anthropic_relay(vec![": ping\n\n", ANTHROPIC_BLOCK, ANTHROPIC_STOP]).await;
+    let events: Vec<&str> = out.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.len(), 4, "{out}");
+    assert_eq!(
+        events[0], ": ping",
+        "comments before the first event stay first"
+    );
+    let start = events[1]
+        .strip_prefix("event: message_start\ndata: ")
+        .expect("a message_start event");
+    let start: serde_json::Value = serde_json::from_str(start).expect("json");
+    assert_eq!(start["message"]["id"], "msg_lx-1");
+    assert_eq!(start["message"]["model"], "tiny");
+    assert_eq!(start["message"]["role"], "assistant");
+    assert_eq!(start["message"]["content"], serde_json::json!([]));
+    assert_eq!(
+        out.matches("message_start").count(),
+        2,
+        "one event: name and type"
+    );
+    assert!(out.ends_with(&[ANTHROPIC_BLOCK, ANTHROPIC_STOP].concat()));
+}
+
+#[tokio::test]
+async fn an_anthropic_stream_with_message_start_is_left_alone() {
+    let parts = vec![ANTHROPIC_START, ANTHROPIC_BLOCK, ANTHROPIC_STOP];
+    assert_eq!(anthropic_relay(parts.clone()).await, parts.concat());
+    // Only the first event counts: a later message_start is not a reason.
+    let late = anthropic_relay(vec![ANTHROPIC_BLOCK, ANTHROPIC_START]).await;
+    assert_eq!(late.matches("event: message_start").count(), 2);
+    assert!(late.starts_with(
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_lx-1\""
+    ));
+}
