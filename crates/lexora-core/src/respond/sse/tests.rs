@@ -313,3 +313,22 @@ async fn an_anthropic_stream_with_message_start_is_left_alone() {
         "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_lx-1\""
     ));
 }
+
+#[tokio::test]
+async fn an_anthropic_passthrough_failure_is_an_anthropic_error_event() {
+    let frames = futures_util::stream::iter(vec![
+        Ok(Bytes::from_static(ANTHROPIC_START.as_bytes())),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset",
+        )),
+    ]);
+    let (relay, _) = relay_over(frames, Bytes::new(), false, MINUTE);
+    let out = text(&body_of(relay.anthropic_passthrough("lx-1", "tiny")).await);
+    let error = out
+        .strip_prefix(ANTHROPIC_START)
+        .and_then(|rest| rest.strip_prefix("event: error\ndata: "))
+        .unwrap_or_else(|| panic!("an Anthropic error event after the start: {out}"));
+    let error: serde_json::Value = serde_json::from_str(error.trim_end()).expect("json");
+    assert_eq!(error["type"], "error", "{error}");
+}
