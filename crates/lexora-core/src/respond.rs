@@ -104,15 +104,15 @@ pub fn stream(
     id: &str,
 ) -> Response {
     let (parts, body) = upstream.into_parts();
-    let model = record.model().to_owned();
+    // Only a Messages stream relayed as written may need a made-up start.
+    let passthrough = (translation.is_none() && client_wire == Wire::Anthropic)
+        .then(|| record.model().to_owned());
     let mut relay =
         sse::SseRelay::new(body, first, record, strip_usage, deadline).with_fields(fields);
-    match translation {
-        Some(translation) => relay = relay.translated(translation.stream(), translation.to),
-        None if client_wire == Wire::Anthropic => {
-            relay = relay.anthropic_passthrough(id, &model);
-        }
-        None => {}
+    if let Some(translation) = translation {
+        relay = relay.translated(translation.stream(), translation.to);
+    } else if let Some(model) = passthrough {
+        relay = relay.anthropic_passthrough(id, &model);
     }
     let mut response = Response::new(Body::new(relay));
     *response.status_mut() = parts.status;

@@ -122,16 +122,22 @@ async fn crlf_events_and_a_missing_final_blank_line_work() {
     assert_eq!(recorder.stats.view().total_tokens, 2);
 }
 
-#[tokio::test]
-async fn upstream_failure_becomes_an_error_event() {
-    let frames = futures_util::stream::iter(vec![
-        Ok(Bytes::from_static(TOKEN.as_bytes())),
+/// An upstream that sends `event` and then fails (connection reset).
+fn reset_after(
+    event: &'static str,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    futures_util::stream::iter(vec![
+        Ok(Bytes::from_static(event.as_bytes())),
         Err(std::io::Error::new(
             std::io::ErrorKind::ConnectionReset,
             "reset",
         )),
-    ]);
-    let (relay, recorder) = relay_over(frames, Bytes::new(), false, MINUTE);
+    ])
+}
+
+#[tokio::test]
+async fn upstream_failure_becomes_an_error_event() {
+    let (relay, recorder) = relay_over(reset_after(TOKEN), Bytes::new(), false, MINUTE);
     let text = text(&body_of(relay).await);
     assert!(text.starts_with(TOKEN), "{text}");
     assert!(text.contains("\"code\":\"upstream_reset\""), "{text}");
@@ -316,14 +322,7 @@ async fn an_anthropic_stream_with_message_start_is_left_alone() {
 
 #[tokio::test]
 async fn an_anthropic_passthrough_failure_is_an_anthropic_error_event() {
-    let frames = futures_util::stream::iter(vec![
-        Ok(Bytes::from_static(ANTHROPIC_START.as_bytes())),
-        Err(std::io::Error::new(
-            std::io::ErrorKind::ConnectionReset,
-            "reset",
-        )),
-    ]);
-    let (relay, _) = relay_over(frames, Bytes::new(), false, MINUTE);
+    let (relay, _) = relay_over(reset_after(ANTHROPIC_START), Bytes::new(), false, MINUTE);
     let out = text(&body_of(relay.anthropic_passthrough("lx-1", "tiny")).await);
     let error = out
         .strip_prefix(ANTHROPIC_START)
