@@ -1,18 +1,26 @@
 //! Ingress: the HTTP server, its routes, and graceful shutdown.
 
-use std::future::IntoFuture;
+use std::convert::Infallible;
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
+use axum::response::Response;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
-use http::Request;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use http::{Method, Request};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
 use crate::admin;
 use crate::gateway::{self, Gateway};
@@ -21,34 +29,25 @@ use crate::status;
 use crate::telemetry::METRICS_UPKEEP;
 use crate::upstream::health;
 
+/// How long accepting pauses after an error other than a client giving up
+/// (most likely out of file descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
 /// How often idle per-user limiter state is swept.
-const LIMITER_SWEEP: std::time::Duration = std::time::Duration::from_secs(60);
+const LIMITER_SWEEP: Duration = Duration::from_secs(60);
 
 /// Every route of the gateway.
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    fn proxy(
-        endpoint: Endpoint,
-    ) -> impl Fn(
-        State<Arc<Gateway>>,
-        Request<Body>,
-    ) -> futures_util::future::BoxFuture<'static, axum::response::Response>
-           + Clone {
-        move |State(gateway): State<Arc<Gateway>>, request: Request<Body>| {
-            Box::pin(gateway.proxy(endpoint, request))
-        }
+    let mut routes = Router::new();
+    for endpoint in Endpoint::ALL {
+        routes = routes.route(
+            endpoint.path(),
+            post(move |State(gateway): State<Arc<Gateway>>, request: Request<Body>| {
+                gateway.proxy(endpoint, request)
+            }),
+        );
     }
-    Router::new()
-        .route(
-            "/v1/chat/completions",
-            post(proxy(Endpoint::ChatCompletions)),
-        )
-        .route("/v1/completions", post(proxy(Endpoint::Completions)))
-        .route("/v1/embeddings", post(proxy(Endpoint::Embeddings)))
-        .route("/v1/messages", post(proxy(Endpoint::Messages)))
-        .route(
-            "/v1/messages/count_tokens",
-            post(proxy(Endpoint::CountTokens)),
-        )
+    routes
         .route("/v1/models", get(status::models))
         .route("/health", get(status::health))
         .route("/health/ready", get(status::ready))
@@ -58,6 +57,72 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .fallback(gateway::unknown_endpoint)
         .method_not_allowed_fallback(gateway::wrong_method)
         .with_state(gateway)
+}
+
+/// What every client connection runs. A proxied request (a `POST` to one
+/// of [`Endpoint::ALL`]) goes straight to [`Gateway::proxy`]: it is nearly
+/// every request, and axum's routing, extractor and service layers cost
+/// about 6 % of the gateway's instructions per answer. Everything else,
+/// wrong methods on those paths included, goes through [`router`].
+#[derive(Clone)]
+struct Ingress {
+    gateway: Arc<Gateway>,
+    router: Router,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Ingress {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let request = request.map(Body::new);
+        if request.method() == Method::POST {
+            if let Some(endpoint) = Endpoint::from_path(request.uri().path()) {
+                return Box::pin(Arc::clone(&self.gateway).proxy(endpoint, request).map(Ok));
+            }
+        }
+        Box::pin(self.router.clone().oneshot(request))
+    }
+}
+
+/// Accepts connections on `listener` until `shutdown` fires, serving each
+/// in a task of its own that `connections` can shut down gracefully.
+async fn accept(
+    listener: TcpListener,
+    service: Ingress,
+    connections: &GracefulShutdown,
+    shutdown: &CancellationToken,
+) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let tcp = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                // The client gave up before we got to it.
+                Err(e) if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::ConnectionReset
+                ) => continue,
+                // Out of file descriptors, most likely: wait for some to be
+                // closed rather than spin.
+                Err(e) => {
+                    tracing::error!(error = %e, "accepting a connection failed; retrying in 1 s");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        // Small SSE chunks must leave at once, not wait for Nagle.
+        let _ = tcp.set_nodelay(true);
+        let connection = builder
+            .serve_connection(TokioIo::new(tcp), service.clone())
+            .into_owned();
+        tokio::spawn(connections.watch(connection));
+    }
 }
 
 /// Serves on every listener until `shutdown` fires, then lets in-flight
@@ -125,29 +190,29 @@ pub async fn serve(
 
     let grace = gateway.runtime().config.server.shutdown_grace;
     let engines = Arc::clone(&gateway);
-    let routes = router(gateway);
-    let servers = listeners.into_iter().map(|listener| {
-        let listener = listener.tap_io(|tcp| {
-            // Small SSE chunks must leave at once, not wait for Nagle.
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, routes.clone())
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future()
-    });
-    let server = futures_util::future::try_join_all(servers);
-    tokio::pin!(server);
-    let result = tokio::select! {
-        result = &mut server => result.map(drop),
-        () = async {
-            shutdown.cancelled().await;
-            tracing::info!(grace_seconds = grace.as_secs_f64(), "shutting down: draining in-flight requests");
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!("grace period over; closing the remaining connections");
-            Ok(())
+    let service = Ingress {
+        router: router(Arc::clone(&gateway)),
+        gateway,
+    };
+    let connections = GracefulShutdown::new();
+    let served = async {
+        futures_util::future::join_all(
+            listeners
+                .into_iter()
+                .map(|listener| accept(listener, service.clone(), &connections, &shutdown)),
+        )
+        .await;
+        // The listeners are closed: new clients are refused while the
+        // connections left finish what they started.
+        tracing::info!(grace_seconds = grace.as_secs_f64(), "shutting down: draining in-flight requests");
+        tokio::select! {
+            () = connections.shutdown() => {}
+            () = tokio::time::sleep(grace) => {
+                tracing::warn!("grace period over; closing the remaining connections");
+            }
         }
     };
+    served.await;
     background.cancel();
     tasks.close();
     tasks.wait().await;
@@ -160,5 +225,5 @@ pub async fn serve(
         .filter_map(|b| b.engine().cloned())
         .collect();
     futures_util::future::join_all(managers.iter().map(|m| m.shutdown())).await;
-    result
+    Ok(())
 }

@@ -56,6 +56,20 @@ impl Endpoint {
         }
     }
 
+    /// Every endpoint, in [`Self::index`] order.
+    pub const ALL: [Self; Self::COUNT] = [
+        Self::ChatCompletions,
+        Self::Completions,
+        Self::Embeddings,
+        Self::Messages,
+        Self::CountTokens,
+    ];
+
+    /// The endpoint served at `path`, if any.
+    pub fn from_path(path: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|endpoint| endpoint.path() == path)
+    }
+
     /// The path on the engine (and on Lexora).
     pub fn path(self) -> &'static str {
         match self {
