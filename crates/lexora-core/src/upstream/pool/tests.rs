@@ -180,6 +180,47 @@ async fn connections_the_server_closes_are_replaced() {
     assert_eq!(server.accepted.load(Ordering::SeqCst), 3);
 }
 
+/// A connection the peer closed while it sat idle in the pool must not
+/// fail the next request: that request goes to a new connection.
+#[tokio::test]
+async fn an_idle_connection_the_server_closed_is_replaced() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // Answers one request per connection as HTTP/1.1 keep-alive would, then
+    // closes the connection while the client holds it idle.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buffer = [0u8; 1024];
+                // The request: a head, then the two-byte body `{}`.
+                while !seen.ends_with(b"\r\n\r\n{}") {
+                    match tcp.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                if tcp.write_all(answer).await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            });
+        }
+    });
+    let pool = Pool::new("127.0.0.1", port, Duration::from_secs(1));
+    answers_ok(&pool, port).await;
+    assert_eq!(pool.idle(), 1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    answers_ok(&pool, port).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
 #[tokio::test]
 async fn a_refused_connection_is_a_connect_error() {
     let port = {
