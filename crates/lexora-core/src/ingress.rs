@@ -42,9 +42,11 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     for endpoint in Endpoint::ALL {
         routes = routes.route(
             endpoint.path(),
-            post(move |State(gateway): State<Arc<Gateway>>, request: Request<Body>| {
-                gateway.proxy(endpoint, request)
-            }),
+            post(
+                move |State(gateway): State<Arc<Gateway>>, request: Request<Body>| {
+                    gateway.proxy(endpoint, request)
+                },
+            ),
         );
     }
     routes
@@ -204,7 +206,10 @@ pub async fn serve(
         .await;
         // The listeners are closed: new clients are refused while the
         // connections left finish what they started.
-        tracing::info!(grace_seconds = grace.as_secs_f64(), "shutting down: draining in-flight requests");
+        tracing::info!(
+            grace_seconds = grace.as_secs_f64(),
+            "shutting down: draining in-flight requests"
+        );
         tokio::select! {
             () = connections.shutdown() => {}
             () = tokio::time::sleep(grace) => {

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use indexmap::IndexMap;
 use serde::de::DeserializeSeed;
 use serde::Deserialize;
@@ -67,7 +67,9 @@ impl Endpoint {
 
     /// The endpoint served at `path`, if any.
     pub fn from_path(path: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|endpoint| endpoint.path() == path)
+        Self::ALL
+            .into_iter()
+            .find(|endpoint| endpoint.path() == path)
     }
 
     /// The path on the engine (and on Lexora).
@@ -203,6 +205,12 @@ struct StreamOptions {
     #[serde(default)]
     include_usage: Option<bool>,
 }
+
+/// The extension headers, as names: looked up by a `&str`, every request
+/// would parse and validate each name again.
+const PRIORITY_HEADER: HeaderName = HeaderName::from_static("x-lexora-priority");
+const USER_HEADER: HeaderName = HeaderName::from_static("x-lexora-user");
+const TIMEOUT_HEADER: HeaderName = HeaderName::from_static("x-lexora-timeout");
 
 const EXTENSION_FIELDS: [&str; 3] = ["x_priority", "x_user_id", "x_timeout"];
 const MAX_USER_ID_LEN: usize = 256;
@@ -370,7 +378,7 @@ fn classify_json_error(e: &serde_json::Error, field: Option<&str>) -> GatewayErr
 }
 
 fn extensions(peek: &Peek<'_>, headers: &HeaderMap) -> Result<Extensions, GatewayError> {
-    let header = |name: &str| -> Result<Option<&str>, GatewayError> {
+    let header = |name: &HeaderName| -> Result<Option<&str>, GatewayError> {
         headers
             .get(name)
             .map(|v| {
@@ -386,7 +394,7 @@ fn extensions(peek: &Peek<'_>, headers: &HeaderMap) -> Result<Extensions, Gatewa
     let priority = match body_priority
         .as_deref()
         .map(Ok)
-        .or_else(|| header("x-lexora-priority").transpose())
+        .or_else(|| header(&PRIORITY_HEADER).transpose())
     {
         None => None,
         Some(text) => Some(Priority::parse(text?).ok_or(GatewayError::InvalidRequest {
@@ -399,7 +407,7 @@ fn extensions(peek: &Peek<'_>, headers: &HeaderMap) -> Result<Extensions, Gatewa
     let user_id = match body_user
         .as_deref()
         .map(Ok)
-        .or_else(|| header("x-lexora-user").transpose())
+        .or_else(|| header(&USER_HEADER).transpose())
     {
         None => None,
         Some(text) => {
@@ -421,7 +429,7 @@ fn extensions(peek: &Peek<'_>, headers: &HeaderMap) -> Result<Extensions, Gatewa
         match field::<f64>(peek.x_timeout, "x_timeout", "a number of seconds")? {
             Some(seconds) => Some(seconds),
             None => {
-                match header("x-lexora-timeout")? {
+                match header(&TIMEOUT_HEADER)? {
                     None => None,
                     Some(text) => Some(text.trim().parse::<f64>().map_err(|_| {
                         GatewayError::InvalidRequest {
