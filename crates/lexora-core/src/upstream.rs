@@ -340,7 +340,7 @@ impl Backend {
         .map_err(|e| GatewayError::Internal {
             message: format!("building the upstream request: {e}"),
         })?;
-        let mut request = Request::new(Full::new(body));
+        let mut request = Request::new(body);
         *request.method_mut() = method;
         *request.uri_mut() = uri;
         let headers = request.headers_mut();
@@ -365,7 +365,7 @@ impl Backend {
         }
         match &self.transport {
             Transport::Http { client, .. } | Transport::Engine { client, .. } => client
-                .request(request)
+                .request(request.map(Full::new))
                 .await
                 .map(|response| response.map(Body::new))
                 .map_err(|e| self.classify(&e)),
@@ -374,10 +374,12 @@ impl Backend {
                 .await
                 .map(|response| response.map(Body::new))
                 .map_err(|e| self.transport_error(e.connect, e.timed_out, e.reason)),
-            Transport::InProcess(router) => match router.clone().oneshot(request).await {
-                Ok(response) => Ok(response),
-                Err(never) => match never {},
-            },
+            Transport::InProcess(router) => {
+                match router.clone().oneshot(request.map(Full::new)).await {
+                    Ok(response) => Ok(response),
+                    Err(never) => match never {},
+                }
+            }
         }
     }
 

@@ -1,18 +1,26 @@
 //! Keep-alive connections to one plain-HTTP/1.1 backend (a local engine, a
-//! gateway on the same network): the request path's own pool.
+//! gateway on the same network): the request path's own pool and client.
 //!
-//! hyper-util's general client keys every checkout by scheme and host
-//! (SipHash over the authority, twice per request), wraps each connection
-//! in layers of futures and re-derives the request's URI form; a backend
-//! has one origin, so its pool is a plain stack of idle connections. The
-//! most recently used connection is taken first (warm in every cache);
-//! connections idle for [`IDLE_TIMEOUT`] are closed. A connection goes back
-//! to the stack when its answer's body has been read to the end, so a
-//! stream holds its connection until the engine has finished it.
+//! A backend has one origin, so its pool is a plain stack of idle
+//! connections. The most recently used connection is taken first (warm in
+//! every cache); connections idle for [`IDLE_TIMEOUT`] are closed. A
+//! connection goes back to the stack when its answer's body has been read
+//! to the end, so a stream holds its connection until the engine has
+//! finished it.
 //!
-//! Every connection still runs hyper's HTTP/1 client in a task of its own.
+//! The HTTP/1.1 client is Lexora's own ([`h1`]): the task that sends a
+//! request writes it to the socket, and whoever reads the answer's body
+//! reads the socket. hyper's client ran each connection in a task of its
+//! own, with channels for the request, the answer and every piece of the
+//! body, so every request paid for that task's wake-ups and polls, and
+//! every stream chunk for one more hand-off between tasks. HTTPS providers
+//! and engine processes still use hyper's client.
+
+mod h1;
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,15 +28,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+use h1::{Framing, Piece};
 
 /// Idle connections older than this are closed rather than reused (the
 /// same as the general client's pool).
@@ -42,7 +49,10 @@ const REAP_EVERY: Duration = Duration::from_secs(30);
 /// on connections waiting for a slow engine.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
-type Sender = SendRequest<Full<Bytes>>;
+/// The first read of an answer, and reads after a small one.
+const READ_SIZE: usize = 8 * 1024;
+/// Reads grow up to this while each fills the room it had (large answers).
+const MAX_READ_SIZE: usize = 256 * 1024;
 
 /// Why a request did not get an answer head.
 #[derive(Debug)]
@@ -57,7 +67,7 @@ pub struct PoolError {
 }
 
 impl PoolError {
-    fn connect(error: &std::io::Error) -> Self {
+    fn connect(error: &io::Error) -> Self {
         Self {
             connect: true,
             timed_out: false,
@@ -65,7 +75,7 @@ impl PoolError {
         }
     }
 
-    fn reset(error: &hyper::Error) -> Self {
+    fn reset(error: &io::Error) -> Self {
         Self {
             connect: false,
             timed_out: false,
@@ -90,8 +100,92 @@ struct Shared {
 }
 
 struct Idle {
-    sender: Sender,
+    connection: Connection,
     since: Instant,
+}
+
+/// One connection to the backend, and what has been read from it but not
+/// yet taken.
+struct Connection {
+    stream: TcpStream,
+    buffer: BytesMut,
+    /// How much room the next read gets.
+    read_size: usize,
+}
+
+impl Connection {
+    fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            buffer: BytesMut::new(),
+            read_size: READ_SIZE,
+        }
+    }
+
+    /// Whether an idle connection can take a request: the peer has not
+    /// closed it, nor sent anything unasked. A read is tried only when the
+    /// socket has signalled something since the last one.
+    fn is_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Writes a request head and body, in one system call when the socket
+    /// takes it all.
+    async fn write(&mut self, mut head: &[u8], mut body: &[u8]) -> io::Result<()> {
+        while !head.is_empty() || !body.is_empty() {
+            let written = self
+                .stream
+                .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+                .await?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            let from_head = written.min(head.len());
+            head = &head[from_head..];
+            body = &body[written - from_head..];
+        }
+        Ok(())
+    }
+
+    /// Reads until the answer head is complete.
+    async fn read_head(&mut self) -> io::Result<h1::Head> {
+        loop {
+            if !self.buffer.is_empty() {
+                if let Some(head) = h1::parse_head(&mut self.buffer)? {
+                    return Ok(head);
+                }
+            }
+            if poll_fn(|cx| self.poll_fill(cx)).await? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the engine closed the connection before answering",
+                ));
+            }
+        }
+    }
+
+    /// Reads what the socket has into the buffer; `Ok(0)`: the peer closed
+    /// the connection.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let room = self.read_size;
+        self.buffer.reserve(room);
+        loop {
+            ready!(self.stream.poll_read_ready(cx))?;
+            match self.stream.try_read_buf(&mut self.buffer) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Ok(read) => {
+                    self.read_size = if read >= room {
+                        (room * 2).min(MAX_READ_SIZE)
+                    } else {
+                        READ_SIZE
+                    };
+                    return Poll::Ready(Ok(read));
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
 }
 
 impl Pool {
@@ -115,26 +209,39 @@ impl Pool {
     /// the peer had closed before the request was written is replaced
     /// transparently; a request that may have reached the engine is not
     /// sent twice.
-    pub async fn send(
-        &self,
-        mut request: Request<Full<Bytes>>,
-    ) -> Result<Response<PooledBody>, PoolError> {
+    pub async fn send(&self, request: Request<Bytes>) -> Result<Response<PooledBody>, PoolError> {
+        let (parts, body) = request.into_parts();
+        let mut head = Vec::with_capacity(256);
+        h1::encode_head(&parts, body.len(), &mut head);
         loop {
-            let (mut sender, reused) = match self.shared.checkout() {
-                Some(sender) => (sender, true),
+            let (mut connection, reused) = match self.shared.checkout() {
+                Some(connection) => (connection, true),
                 None => (self.shared.connect().await?, false),
             };
-            match sender.try_send_request(request).await {
-                Ok(response) => {
-                    let (head, body) = response.into_parts();
-                    let body = PooledBody::new(body, sender, &self.shared);
-                    return Ok(Response::from_parts(head, body));
+            if let Err(e) = connection.write(&head, &body).await {
+                // A connection that failed while the request was being
+                // written has answered nothing: the engine cannot have
+                // acted on a request it did not get whole.
+                if reused {
+                    continue;
                 }
-                Err(mut error) => match error.take_message() {
-                    Some(unsent) if reused => request = unsent,
-                    _ => return Err(PoolError::reset(error.error())),
-                },
+                return Err(PoolError::reset(&e));
             }
+            let answer = connection
+                .read_head()
+                .await
+                .map_err(|e| PoolError::reset(&e))?;
+            let (head, ()) = answer.response.into_parts();
+            let mut body = PooledBody {
+                connection: Some(connection),
+                framing: answer.body,
+                keep_alive: answer.keep_alive,
+                shared: Arc::clone(&self.shared),
+            };
+            if body.framing.is_done() {
+                body.finish();
+            }
+            return Ok(Response::from_parts(head, body));
         }
     }
 
@@ -150,7 +257,7 @@ impl Shared {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn checkout(&self) -> Option<Sender> {
+    fn checkout(&self) -> Option<Connection> {
         let mut idle = self.lock();
         while let Some(entry) = idle.pop_back() {
             if entry.since.elapsed() >= IDLE_TIMEOUT {
@@ -158,33 +265,22 @@ impl Shared {
                 idle.clear();
                 return None;
             }
-            if entry.sender.is_ready() {
-                return Some(entry.sender);
+            if entry.connection.is_open() {
+                return Some(entry.connection);
             }
         }
         None
     }
 
-    fn put(self: &Arc<Self>, mut sender: Sender) {
-        if sender.is_closed() {
-            return;
-        }
-        if !sender.is_ready() {
-            // The connection task has not yet seen the end of the answer it
-            // delivered; it will be ready in a moment.
-            let shared = Arc::clone(self);
-            tokio::spawn(async move {
-                if sender.ready().await.is_ok() {
-                    shared.put(sender);
-                }
-            });
-            return;
-        }
+    fn put(&self, connection: Connection) {
         let now = Instant::now();
         let mut idle = self.lock();
         evict_stale(&mut idle, now);
         if idle.len() < MAX_IDLE {
-            idle.push_back(Idle { sender, since: now });
+            idle.push_back(Idle {
+                connection,
+                since: now,
+            });
         }
     }
 
@@ -209,7 +305,7 @@ impl Shared {
         });
     }
 
-    async fn connect(self: &Arc<Self>) -> Result<Sender, PoolError> {
+    async fn connect(self: &Arc<Self>) -> Result<Connection, PoolError> {
         self.start_reaper();
         let stream = match tokio::time::timeout(self.connect_timeout, self.open()).await {
             Ok(stream) => stream.map_err(|e| PoolError::connect(&e))?,
@@ -229,19 +325,10 @@ impl Shared {
         if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
             tracing::debug!(error = %e, "upstream connection: TCP keep-alive not set");
         }
-        let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| PoolError::reset(&e))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-        });
-        Ok(sender)
+        Ok(Connection::new(stream))
     }
 
-    async fn open(&self) -> std::io::Result<TcpStream> {
+    async fn open(&self) -> io::Result<TcpStream> {
         if let Ok(ip) = self.host.parse::<IpAddr>() {
             return TcpStream::connect((ip, self.port)).await;
         }
@@ -253,8 +340,8 @@ impl Shared {
             }
         }
         Err(last.unwrap_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
+            io::Error::new(
+                io::ErrorKind::NotFound,
                 format!("{} has no address", self.host),
             )
         }))
@@ -272,58 +359,88 @@ fn evict_stale(idle: &mut VecDeque<Idle>, now: Instant) {
     }
 }
 
-/// An answer's body; its connection goes back to the pool when the body
-/// has been read to the end. Dropped earlier (client gone, error), the
-/// connection is closed: its answer was not read through.
+/// An answer's body, read from its connection by whoever polls it; the
+/// connection goes back to the pool when the body has been read to the
+/// end. Dropped earlier (client gone, error), the connection is closed:
+/// its answer was not read through.
 pub struct PooledBody {
-    body: Incoming,
-    release: Option<(Sender, Arc<Shared>)>,
+    /// `None` once the body is complete or failed.
+    connection: Option<Connection>,
+    framing: Framing,
+    /// The answer lets the connection carry another request.
+    keep_alive: bool,
+    shared: Arc<Shared>,
 }
 
 impl PooledBody {
-    fn new(body: Incoming, sender: Sender, shared: &Arc<Shared>) -> Self {
-        let mut this = Self {
-            body,
-            release: Some((sender, Arc::clone(shared))),
-        };
-        if this.body.is_end_stream() {
-            this.release();
+    /// The body is complete: the connection goes back to the pool if it
+    /// can carry another request (bytes past the body's end mean it
+    /// cannot).
+    fn finish(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            if self.keep_alive && connection.buffer.is_empty() {
+                self.shared.put(connection);
+            }
         }
-        this
     }
 
-    fn release(&mut self) {
-        if let Some((sender, shared)) = self.release.take() {
-            shared.put(sender);
-        }
+    fn fail(&mut self, error: io::Error) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.connection = None;
+        Poll::Ready(Some(Err(error)))
     }
 }
 
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
-        let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
-        match &frame {
-            Some(Ok(_)) if this.body.is_end_stream() => this.release(),
-            None => this.release(),
-            Some(Ok(_)) => {}
-            Some(Err(_)) => this.release = None,
+        loop {
+            let Some(connection) = &mut this.connection else {
+                return Poll::Ready(None);
+            };
+            match this.framing.next(&mut connection.buffer) {
+                Ok(Piece::Data(data)) => {
+                    if this.framing.is_done() {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Piece::End) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(Piece::More) => {}
+                Err(e) => return this.fail(e),
+            }
+            match ready!(connection.poll_fill(cx)) {
+                Ok(0) => {
+                    // Closed: never reused, whether the body ended or not.
+                    this.connection = None;
+                    return match this.framing.at_close() {
+                        Ok(_) => Poll::Ready(None),
+                        Err(e) => Poll::Ready(Some(Err(e))),
+                    };
+                }
+                Ok(_) => {}
+                Err(e) => return this.fail(e),
+            }
         }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.connection.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match self.framing.exact() {
+            Some(left) => SizeHint::with_exact(left),
+            None => SizeHint::default(),
+        }
     }
 }
 

@@ -1,0 +1,381 @@
+//! HTTP/1.1 on the wire, as far as the pool needs it: a request head
+//! written in one piece, an answer head parsed by httparse, and the three
+//! ways an answer's body can end (`content-length`, chunked
+//! transfer-coding, the close of the connection).
+//!
+//! Lexora only sends `POST` and `GET` requests without `Expect` or
+//! upgrades, so interim (1xx) answers are skipped and `101` is an error.
+
+use std::io;
+use std::ops::Range;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{request, Method, Response, StatusCode, Version};
+
+/// The longest answer head accepted (hyper's default limit is larger; no
+/// engine sends heads anywhere near this).
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Headers per answer head, as in hyper.
+const MAX_HEADERS: usize = 100;
+/// The longest chunk-size line (with extensions) or trailer section.
+const MAX_LINE: usize = 4 * 1024;
+
+/// A protocol error: what the peer sent is not HTTP/1.1 Lexora can read.
+pub fn invalid(what: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.into())
+}
+
+/// Writes the head of `request` with a body of `body_len` bytes to `out`.
+/// The body's framing is Lexora's own: a `content-length` or
+/// `transfer-encoding` among the headers is left out.
+pub fn encode_head(request: &request::Parts, body_len: usize, out: &mut Vec<u8>) {
+    out.extend_from_slice(request.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = request.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &request.headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    // As hyper does: a bodiless GET says nothing of a body.
+    if body_len > 0 || !matches!(request.method, Method::GET | Method::HEAD) {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// An answer head, and how its body is framed.
+pub struct Head {
+    pub response: Response<()>,
+    pub body: Framing,
+    /// Whether the connection can carry another request after this body.
+    pub keep_alive: bool,
+}
+
+/// Parses the answer head at the start of `buffer` and removes it (with
+/// any interim 1xx answers before it). `Ok(None)`: the head is not
+/// complete yet.
+pub fn parse_head(buffer: &mut BytesMut) -> io::Result<Option<Head>> {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut headers);
+        let length = match parsed.parse(buffer) {
+            Ok(httparse::Status::Complete(length)) => length,
+            Ok(httparse::Status::Partial) if buffer.len() > MAX_HEAD => {
+                return Err(invalid(format!("answer head longer than {MAX_HEAD} bytes")))
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(invalid(format!("invalid answer head: {e}"))),
+        };
+        // Both are set once the head is complete.
+        let (Some(code), Some(minor)) = (parsed.code, parsed.version) else {
+            return Err(invalid("invalid answer head"));
+        };
+        if (100..200).contains(&code) {
+            if code == 101 {
+                return Err(invalid("the engine switched protocols unasked"));
+            }
+            buffer.advance(length);
+            continue;
+        }
+        let status = StatusCode::from_u16(code).map_err(|e| invalid(e.to_string()))?;
+        // Where each header sits in the head, so that values can share its
+        // bytes instead of being copied one by one.
+        let spans = parsed
+            .headers
+            .iter()
+            .map(|h| Ok((span(buffer, h.name.as_bytes())?, span(buffer, h.value)?)))
+            .collect::<io::Result<Vec<_>>>()?;
+        let head = buffer.split_to(length).freeze();
+        return build(&head, status, minor, &spans).map(Some);
+    }
+}
+
+/// Where `part` (a slice httparse took from `buffer`) sits in `buffer`.
+fn span(buffer: &[u8], part: &[u8]) -> io::Result<Range<usize>> {
+    if part.is_empty() {
+        return Ok(0..0);
+    }
+    (part.as_ptr() as usize)
+        .checked_sub(buffer.as_ptr() as usize)
+        .map(|start| start..start + part.len())
+        .filter(|range| range.end <= buffer.len())
+        .ok_or_else(|| invalid("invalid answer head"))
+}
+
+fn build(
+    head: &Bytes,
+    status: StatusCode,
+    minor: u8,
+    spans: &[(Range<usize>, Range<usize>)],
+) -> io::Result<Head> {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut other_coding = false;
+    let (mut close, mut keep_alive) = (false, false);
+    for (name, value) in spans {
+        let name = HeaderName::from_bytes(&head[name.clone()])
+            .map_err(|_| invalid("invalid header name in the answer"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value.clone()))
+            .map_err(|_| invalid(format!("invalid value of header `{name}` in the answer")))?;
+        if name == header::CONTENT_LENGTH {
+            let length = parse_length(value.as_bytes())?;
+            if content_length.is_some_and(|known| known != length) {
+                return Err(invalid("conflicting content-length headers in the answer"));
+            }
+            content_length = Some(length);
+        } else if name == header::TRANSFER_ENCODING {
+            // Only the last coding decides the framing.
+            let last = tokens(value.as_bytes()).last().unwrap_or_default();
+            chunked = last.eq_ignore_ascii_case(b"chunked");
+            other_coding = !chunked;
+        } else if name == header::CONNECTION {
+            for token in tokens(value.as_bytes()) {
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+        headers.append(name, value);
+    }
+    let version = if minor == 1 {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
+    let bodiless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    // RFC 9112 §6.3: transfer-encoding wins over content-length; a coding
+    // other than chunked last means the body runs to the close.
+    let body = if bodiless {
+        Framing::Length(0)
+    } else if chunked {
+        Framing::Chunked(Chunked::default())
+    } else if other_coding {
+        Framing::Close
+    } else {
+        content_length.map_or(Framing::Close, Framing::Length)
+    };
+    let keep_alive = !matches!(body, Framing::Close)
+        && if version == Version::HTTP_11 {
+            !close
+        } else {
+            keep_alive && !close
+        };
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = headers;
+    Ok(Head {
+        response,
+        body,
+        keep_alive,
+    })
+}
+
+/// The comma-separated tokens of a header value, trimmed.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
+}
+
+fn parse_length(value: &[u8]) -> io::Result<u64> {
+    let value = value.trim_ascii();
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return Err(invalid("invalid content-length in the answer"));
+    }
+    value.iter().try_fold(0u64, |total, digit| {
+        total
+            .checked_mul(10)
+            .and_then(|t| t.checked_add(u64::from(digit - b'0')))
+            .ok_or_else(|| invalid("content-length too large"))
+    })
+}
+
+/// How an answer's body ends, and how much of it is left.
+#[derive(Debug)]
+pub enum Framing {
+    /// This many bytes more.
+    Length(u64),
+    /// Chunked transfer-coding.
+    Chunked(Chunked),
+    /// Everything until the peer closes the connection.
+    Close,
+}
+
+/// The next piece of a body taken out of the read buffer.
+#[derive(Debug, PartialEq)]
+pub enum Piece {
+    Data(Bytes),
+    /// The buffer holds no more of the body; read more.
+    More,
+    /// The body is complete.
+    End,
+}
+
+impl Framing {
+    /// Takes the next piece of the body from the front of `buffer`.
+    pub fn next(&mut self, buffer: &mut BytesMut) -> io::Result<Piece> {
+        match self {
+            Self::Length(0) => Ok(Piece::End),
+            Self::Length(left) => {
+                if buffer.is_empty() {
+                    return Ok(Piece::More);
+                }
+                let take = usize::try_from(*left).map_or(buffer.len(), |l| l.min(buffer.len()));
+                *left -= take as u64;
+                Ok(Piece::Data(buffer.split_to(take).freeze()))
+            }
+            Self::Chunked(chunked) => chunked.next(buffer),
+            Self::Close if buffer.is_empty() => Ok(Piece::More),
+            Self::Close => Ok(Piece::Data(buffer.split().freeze())),
+        }
+    }
+
+    /// Whether the whole body has been taken.
+    pub fn is_done(&self) -> bool {
+        match self {
+            Self::Length(left) => *left == 0,
+            Self::Chunked(chunked) => chunked.state == State::Done,
+            Self::Close => false,
+        }
+    }
+
+    /// The peer closed the connection: the end of a [`Self::Close`] body,
+    /// an error for the others.
+    pub fn at_close(&self) -> io::Result<Piece> {
+        match self {
+            Self::Close => Ok(Piece::End),
+            _ if self.is_done() => Ok(Piece::End),
+            _ => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the engine closed the connection before the answer's end",
+            )),
+        }
+    }
+
+    /// The exact length left, when known.
+    pub fn exact(&self) -> Option<u64> {
+        match self {
+            Self::Length(left) => Some(*left),
+            _ => None,
+        }
+    }
+}
+
+/// Where a chunked body's decoding stands.
+#[derive(Debug, Default)]
+pub struct Chunked {
+    state: State,
+    /// Bytes of the current chunk's data still to come.
+    left: u64,
+}
+
+#[derive(Debug, Default, PartialEq, Clone, Copy)]
+enum State {
+    /// Before a chunk-size line.
+    #[default]
+    Size,
+    /// Inside a chunk's data.
+    Data,
+    /// After a chunk's data: its CRLF.
+    DataEnd,
+    /// After the last chunk: trailer lines up to an empty one.
+    Trailers,
+    Done,
+}
+
+impl Chunked {
+    fn next(&mut self, buffer: &mut BytesMut) -> io::Result<Piece> {
+        loop {
+            match self.state {
+                State::Size => {
+                    let Some(line) = take_line(buffer)? else {
+                        return Ok(Piece::More);
+                    };
+                    self.left = chunk_size(&line)?;
+                    self.state = if self.left == 0 {
+                        State::Trailers
+                    } else {
+                        State::Data
+                    };
+                }
+                State::Data => {
+                    if buffer.is_empty() {
+                        return Ok(Piece::More);
+                    }
+                    let take = usize::try_from(self.left)
+                        .map_or(buffer.len(), |left| left.min(buffer.len()));
+                    self.left -= take as u64;
+                    if self.left == 0 {
+                        self.state = State::DataEnd;
+                    }
+                    return Ok(Piece::Data(buffer.split_to(take).freeze()));
+                }
+                State::DataEnd => {
+                    let Some(line) = take_line(buffer)? else {
+                        return Ok(Piece::More);
+                    };
+                    if !line.is_empty() {
+                        return Err(invalid("chunk data longer than its size"));
+                    }
+                    self.state = State::Size;
+                }
+                State::Trailers => {
+                    let Some(line) = take_line(buffer)? else {
+                        return Ok(Piece::More);
+                    };
+                    if line.is_empty() {
+                        self.state = State::Done;
+                    }
+                }
+                State::Done => return Ok(Piece::End),
+            }
+        }
+    }
+}
+
+/// Takes one line (without its CRLF, or a bare LF) off the front of
+/// `buffer`; `None` until the line is complete.
+fn take_line(buffer: &mut BytesMut) -> io::Result<Option<Bytes>> {
+    let Some(end) = memchr::memchr(b'\n', buffer) else {
+        if buffer.len() > MAX_LINE {
+            return Err(invalid("chunk-size or trailer line too long"));
+        }
+        return Ok(None);
+    };
+    let mut line = buffer.split_to(end + 1).freeze();
+    line.truncate(end);
+    if line.last() == Some(&b'\r') {
+        line.truncate(end - 1);
+    }
+    Ok(Some(line))
+}
+
+/// The size in a chunk-size line (hex digits, then optional extensions).
+fn chunk_size(line: &[u8]) -> io::Result<u64> {
+    let digits = line
+        .iter()
+        .position(|b| !b.is_ascii_hexdigit())
+        .unwrap_or(line.len());
+    let rest = line[digits..].trim_ascii_start();
+    if digits == 0 || digits > 16 || !(rest.is_empty() || rest.starts_with(b";")) {
+        return Err(invalid("invalid chunk size"));
+    }
+    line[..digits].iter().try_fold(0u64, |size, &digit| {
+        let value = char::from(digit).to_digit(16).unwrap_or_default();
+        size.checked_mul(16)
+            .map(|s| s + u64::from(value))
+            .ok_or_else(|| invalid("chunk size too large"))
+    })
+}
+
+#[cfg(test)]
+mod tests;
