@@ -73,6 +73,8 @@ pub struct ServerConfig {
     pub port: u16,
     pub max_body_size: usize,
     pub shutdown_grace: Duration,
+    /// How long the runtime keeps polling after a request (`None`: off).
+    pub busy_poll: Option<Duration>,
     /// `listen_v4` and `listen_v6`; when any is set, these are the
     /// listeners instead of `host:port`.
     pub listen: Vec<std::net::SocketAddr>,

@@ -29,6 +29,10 @@ use crate::status;
 use crate::telemetry::METRICS_UPKEEP;
 use crate::upstream::health;
 
+pub mod busy_poll;
+
+use busy_poll::BusyPoll;
+
 /// How long accepting pauses after an error other than a client giving up
 /// (most likely out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -70,6 +74,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 struct Ingress {
     gateway: Arc<Gateway>,
     router: Router,
+    busy_poll: Option<BusyPoll>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Ingress {
@@ -78,6 +83,9 @@ impl hyper::service::Service<Request<Incoming>> for Ingress {
     type Future = BoxFuture<'static, Result<Response, Infallible>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
+        if let Some(busy_poll) = &self.busy_poll {
+            busy_poll.poke();
+        }
         let request = request.map(Body::new);
         if request.method() == Method::POST {
             if let Some(endpoint) = Endpoint::from_path(request.uri().path()) {
@@ -191,10 +199,17 @@ pub async fn serve(
     }
 
     let grace = gateway.runtime().config.server.shutdown_grace;
+    let busy_poll = gateway.runtime().config.server.busy_poll.map(BusyPoll::new);
+    if let Some(poller) = &busy_poll {
+        for _ in 0..tokio::runtime::Handle::current().metrics().num_workers() {
+            tasks.spawn(poller.clone().run(background.clone()));
+        }
+    }
     let engines = Arc::clone(&gateway);
     let service = Ingress {
         router: router(Arc::clone(&gateway)),
         gateway,
+        busy_poll,
     };
     let connections = GracefulShutdown::new();
     let served = async {

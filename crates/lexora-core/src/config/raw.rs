@@ -71,6 +71,9 @@ pub struct RawServer {
     pub max_body_size: u64,
     /// Seconds in-flight requests get to finish after SIGTERM.
     pub shutdown_grace: f64,
+    /// Microseconds the runtime keeps polling its sockets after a request
+    /// arrives instead of sleeping (0: never); read at start.
+    pub busy_poll_us: u64,
     /// An IPv4 address to listen on, e.g. `"127.0.0.1:7777"` (seed 004);
     /// with `listen_v6`, replaces `host`/`port`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -87,6 +90,7 @@ impl Default for RawServer {
             port: 8001,
             max_body_size: 32 * 1024 * 1024,
             shutdown_grace: 30.0,
+            busy_poll_us: 0,
             listen_v4: None,
             listen_v6: None,
         }

@@ -60,6 +60,7 @@ fn defaults_match_seed_000() {
     let config = load_with(None, &[]).expect("defaults load");
     assert_eq!(config.server.host, "0.0.0.0");
     assert_eq!(config.server.port, 8001);
+    assert_eq!(config.server.busy_poll, None, "busy polling is opt-in");
     assert_eq!(config.backends.len(), 1);
     let vllm = &config.backends[0];
     assert_eq!(vllm.name, "vllm");
@@ -258,6 +259,7 @@ fn bad_values_name_their_keys() {
         ),
         ("retry:\n  max_attempts: 0\n", "retry.max_attempts"),
         ("server:\n  max_body_size: 0\n", "server.max_body_size"),
+        ("server:\n  busy_poll_us: 20000\n", "server.busy_poll_us"),
         (
             "backends:\n  a:\n    url: http://x\n    models:\n      - name: ''\n",
             "backends.a.models[0].name",

@@ -22,6 +22,21 @@ use policies::validate_policies;
 /// Anything larger is a typo, and would overflow `Instant` arithmetic.
 const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
 
+/// The longest busy-poll window accepted: past this the CPU it burns buys
+/// nothing (no engine answers that fast and that slow at once).
+const MAX_BUSY_POLL_US: u64 = 10_000;
+
+/// `server.busy_poll_us`: zero turns it off.
+fn busy_poll(check: &Checker<'_>, micros: u64) -> Result<Option<Duration>, ConfigError> {
+    if micros > MAX_BUSY_POLL_US {
+        return Err(check.fail(
+            "server.busy_poll_us",
+            format!("must be at most {MAX_BUSY_POLL_US} microseconds, got {micros}"),
+        ));
+    }
+    Ok((micros > 0).then(|| Duration::from_micros(micros)))
+}
+
 /// Builds errors that name the key and the layer that set it.
 pub(super) struct Checker<'a> {
     layers: &'a Layers,
@@ -101,6 +116,7 @@ pub(super) fn validate(raw: RawConfig, layers: &Layers) -> Result<Config, Config
         shutdown_grace: Duration::from_secs_f64(
             check.non_negative("server.shutdown_grace", raw.server.shutdown_grace)?,
         ),
+        busy_poll: busy_poll(&check, raw.server.busy_poll_us)?,
         listen: listen_addresses(&check, &raw.server)?,
     };
 

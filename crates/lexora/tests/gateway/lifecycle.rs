@@ -142,3 +142,63 @@ fn a_listen_address_of_the_wrong_family_names_the_key() {
     assert!(stderr.contains("server.listen_v6"), "{stderr}");
     assert!(stderr.contains("bad.yaml"), "{stderr}");
 }
+
+/// CPU time (user + system) the process has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // Fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("stat format") + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // Linux reports in USER_HZ, which is 100 on every architecture it runs.
+    Duration::from_millis(ticks * 10)
+}
+
+/// Sends a chat completion every 2 ms for `span` and returns the
+/// gateway's CPU time over that span.
+async fn cpu_under_paced_requests(gw: &Process, span: Duration) -> Duration {
+    let url = format!("{}/v1/chat/completions", gw.url);
+    let http = client();
+    let before = cpu_time(gw.pid());
+    let started = std::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(2));
+    while started.elapsed() < span {
+        tick.tick().await;
+        let response = http
+            .post(&url)
+            .json(&json!({"model": "m1", "messages": []}))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 200);
+    }
+    cpu_time(gw.pid()) - before
+}
+
+#[tokio::test]
+async fn busy_polling_spends_cpu_only_while_requests_come() {
+    let engine = mock(&[]);
+    // A window longer than the gap between requests: the gateway polls
+    // the whole time they come.
+    let busy = gateway_for(&engine, "server:\n  busy_poll_us: 5000\n");
+    let quiet = gateway_for(&engine, "");
+    let span = Duration::from_millis(1500);
+    let busy_cpu = cpu_under_paced_requests(&busy, span).await;
+    let quiet_cpu = cpu_under_paced_requests(&quiet, span).await;
+    assert!(
+        busy_cpu > quiet_cpu * 2 && busy_cpu > span / 4,
+        "busy polling did not engage: {busy_cpu:?} of CPU against {quiet_cpu:?} without it, over {span:?}"
+    );
+
+    // No requests: the gateway sleeps, however long its window.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = cpu_time(busy.pid());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_cpu = cpu_time(busy.pid()) - before;
+    assert!(
+        idle_cpu <= Duration::from_millis(100),
+        "an idle gateway kept polling: {idle_cpu:?} of CPU in 1 s"
+    );
+}

@@ -1,0 +1,127 @@
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::BusyPoll;
+
+// Long enough that a busy CI machine preempting the test does not let the
+// poller fall asleep between two of its steps.
+const WINDOW: Duration = Duration::from_millis(50);
+
+/// Waits (real time) until the poller is asleep; fails after a second.
+async fn until_asleep(poller: &BusyPoll) {
+    for _ in 0..1000 {
+        if poller.is_asleep() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("the poller is still polling a second after the last poke");
+}
+
+#[tokio::test]
+async fn polls_for_a_window_after_a_poke_then_sleeps_until_the_next() {
+    let poller = BusyPoll::new(WINDOW);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(poller.clone().run(cancel.clone()));
+
+    // Nothing has arrived: it sleeps without spinning.
+    until_asleep(&poller).await;
+    tokio::time::sleep(WINDOW * 4).await;
+    assert_eq!(poller.spins(), 0, "an idle gateway must not poll");
+
+    poller.poke();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert!(!poller.is_asleep(), "a poke starts polling");
+    until_asleep(&poller).await;
+    let after_first = poller.spins();
+    assert!(after_first > 0, "it polled after the poke");
+
+    // Asleep again: no more spins until the next poke.
+    tokio::time::sleep(WINDOW * 4).await;
+    assert_eq!(
+        poller.spins(),
+        after_first,
+        "it kept polling past its window"
+    );
+
+    poller.poke();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert!(!poller.is_asleep(), "the second poke woke it");
+    until_asleep(&poller).await;
+    assert!(
+        poller.spins() > after_first,
+        "it polled after the second poke"
+    );
+
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(1), task)
+        .await
+        .expect("run ends when cancelled")
+        .expect("run did not panic");
+}
+
+#[tokio::test]
+async fn pokes_keep_it_polling_past_one_window() {
+    let poller = BusyPoll::new(WINDOW);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(poller.clone().run(cancel.clone()));
+    until_asleep(&poller).await;
+
+    // Pokes every window/10 for four windows: it never falls asleep.
+    let started = std::time::Instant::now();
+    while started.elapsed() < WINDOW * 4 {
+        poller.poke();
+        tokio::time::sleep(WINDOW / 10).await;
+        assert!(
+            !poller.is_asleep(),
+            "fell asleep while requests kept coming"
+        );
+    }
+    until_asleep(&poller).await;
+
+    cancel.cancel();
+    task.await.expect("run did not panic");
+}
+
+#[tokio::test]
+async fn cancelled_while_polling_it_ends() {
+    let poller = BusyPoll::new(Duration::from_secs(3600));
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(poller.clone().run(cancel.clone()));
+    poller.poke();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(poller.spins() > 0);
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(1), task)
+        .await
+        .expect("a cancelled poller stops within its next yield")
+        .expect("run did not panic");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_poke_wakes_every_poller_of_a_runtime() {
+    let poller = BusyPoll::new(WINDOW);
+    let cancel = CancellationToken::new();
+    let tasks: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(poller.clone().run(cancel.clone())))
+        .collect();
+    until_asleep(&poller).await;
+    assert_eq!(poller.inner.asleep.load(Ordering::SeqCst), 2);
+
+    poller.poke();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(
+        poller.inner.asleep.load(Ordering::SeqCst),
+        0,
+        "a poke must wake every poller, not one"
+    );
+    until_asleep(&poller).await;
+
+    cancel.cancel();
+    for task in tasks {
+        task.await.expect("run did not panic");
+    }
+    assert_eq!(poller.inner.running.load(Ordering::SeqCst), 0);
+}
