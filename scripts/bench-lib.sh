@@ -75,7 +75,7 @@ backends_yaml() { # extra-keys engine-url stream-url [long-url]
   if [ -n "${4:-}" ]; then echo "  long: {url: \"$4\", $1 models: [{name: l}]}"; fi
 }
 
-lexora_config() { # off|on engine-url stream-url [long-url]
+lexora_config() { # off|on|busy engine-url stream-url [long-url]
   local mode=$1; shift
   case $mode in
     off) # Policies off: the default rate limit, retries and breaker disabled.
@@ -86,9 +86,11 @@ retry: {max_retries: 0}
 circuit_breaker: {enabled: false}
 YAML
       backends_yaml "" "$@" ;;
-    on) # Every policy on (API key, per-user limits never refusing, queue,
-        # retries, breaker, stats, metrics). The queue and concurrency
-        # limit leave room for 1,000 concurrent streams.
+    on|busy) # Every policy on (API key, per-user limits never refusing,
+        # queue, retries, breaker, stats, metrics). The queue and
+        # concurrency limit leave room for 1,000 concurrent streams. busy:
+        # the same with busy polling (server.busy_poll_us).
+      if [ "$mode" = busy ]; then echo "server: {busy_poll_us: 200}"; fi
       cat <<YAML
 logging: {level: warn}
 auth:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The performance harness (issue 6): Lexora side by side with direct access to
+# The performance harness (issue 6): Lexora (every policy off, every policy
+# on, and every policy on with busy polling) side by side with direct access to
 # the mock engine (the floor), nginx as a reverse proxy (the reference) and,
 # with --peers, LiteLLM's proxy and SGLang's router, in the same run,
 # interleaved over rounds; medians reported.
@@ -162,6 +163,9 @@ fi
 lexora_config on "$ENGINE" "$STREAM_ENGINE" "$LONG_ENGINE" >"$work/on.yaml"
 start_lexora_bin lexora-on 200 serve --config "$work/on.yaml" --host 127.0.0.1 --port 0
 add_target lexora-on "$URL" "$URL" "$URL" "$PID" "$PID" "$PID"
+lexora_config busy "$ENGINE" "$STREAM_ENGINE" "$LONG_ENGINE" >"$work/busy.yaml"
+start_lexora_bin lexora-busy 200 serve --config "$work/busy.yaml" --host 127.0.0.1 --port 0
+add_target lexora-busy "$URL" "$URL" "$URL" "$PID" "$PID" "$PID"
 
 NOTES=()
 if [ "$PEERS" = 1 ]; then
