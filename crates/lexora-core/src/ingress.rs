@@ -83,16 +83,37 @@ impl hyper::service::Service<Request<Incoming>> for Ingress {
     type Future = BoxFuture<'static, Result<Response, Infallible>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        if let Some(busy_poll) = &self.busy_poll {
-            busy_poll.poke();
-        }
         let request = request.map(Body::new);
-        if request.method() == Method::POST {
-            if let Some(endpoint) = Endpoint::from_path(request.uri().path()) {
-                return Box::pin(Arc::clone(&self.gateway).proxy(endpoint, request).map(Ok));
-            }
+        let proxied = match request.method() {
+            &Method::POST => Endpoint::from_path(request.uri().path()),
+            _ => None,
+        };
+        let Some(busy_poll) = &self.busy_poll else {
+            return match proxied {
+                Some(endpoint) => {
+                    Box::pin(Arc::clone(&self.gateway).proxy(endpoint, request).map(Ok))
+                }
+                None => Box::pin(self.router.clone().oneshot(request)),
+            };
+        };
+        // Every request, and every piece of every answer (a stream's
+        // chunks), starts another polling window.
+        busy_poll.poke();
+        let busy_poll = busy_poll.clone();
+        let poked = move |response: Response| response.map(|body| busy_poll.body(body));
+        match proxied {
+            Some(endpoint) => Box::pin(
+                Arc::clone(&self.gateway)
+                    .proxy(endpoint, request)
+                    .map(move |response| Ok(poked(response))),
+            ),
+            None => Box::pin(
+                self.router
+                    .clone()
+                    .oneshot(request)
+                    .map(move |response| response.map(poked)),
+            ),
         }
-        Box::pin(self.router.clone().oneshot(request))
     }
 }
 

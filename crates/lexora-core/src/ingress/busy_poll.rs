@@ -1,5 +1,6 @@
-//! Busy polling: for a short window after a request arrives, the runtime
-//! keeps polling its sockets instead of going to sleep in `epoll_wait`.
+//! Busy polling: for a short window after a request arrives or an answer
+//! moves, the runtime keeps polling its sockets instead of going to sleep
+//! in `epoll_wait`.
 //!
 //! A gateway's request is two short bursts of work (the client's request,
 //! then the engine's answer) with a wait between them. If the worker's CPU
@@ -8,16 +9,23 @@
 //! ~60 µs a wake-up, twice per request). A task that keeps yielding holds the
 //! worker awake: tokio's worker, finding only a yielded task, polls the I/O
 //! driver with a zero timeout and runs whatever became ready, so the
-//! answer is read the moment it lands. When no request has arrived for the
-//! window, the task sleeps until the next one: an idle gateway costs
-//! nothing, and a busy one never idles anyway.
+//! answer is read the moment it lands. Every request and every piece of an
+//! answer (each chunk of a stream) starts the window again. When nothing
+//! has happened for the window, the task sleeps until the next request: an
+//! idle gateway costs nothing, and a busy one never idles anyway.
 //!
 //! It costs CPU: up to one window per quiet spell. That is why it is a
 //! setting (`server.busy_poll`), and why the window is short.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -65,6 +73,15 @@ impl BusyPoll {
         if inner.asleep.load(Ordering::SeqCst) > 0 {
             inner.wake.notify_waiters();
         }
+    }
+
+    /// `body`, poking at every frame it yields: the gateway just did
+    /// work, and more (the next chunk) is likely to follow.
+    pub fn body(&self, body: Body) -> Body {
+        Body::new(Poked {
+            body,
+            poller: self.clone(),
+        })
     }
 
     /// How many times the pollers have yielded so far.
@@ -129,6 +146,37 @@ impl Inner {
                 }
             }
         }
+    }
+}
+
+/// An answer's body that pokes the pollers at every frame.
+struct Poked {
+    body: Body,
+    poller: BusyPoll,
+}
+
+impl http_body::Body for Poked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &frame {
+            this.poller.poke();
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

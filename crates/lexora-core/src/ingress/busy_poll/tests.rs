@@ -1,6 +1,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::BusyPoll;
@@ -124,4 +125,22 @@ async fn one_poke_wakes_every_poller_of_a_runtime() {
         task.await.expect("run did not panic");
     }
     assert_eq!(poller.inner.running.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn every_piece_of_an_answer_pokes() {
+    use http_body_util::BodyExt;
+
+    let poller = BusyPoll::new(WINDOW);
+    let chunks = futures_util::stream::iter(["data: 1\n\n", "data: 2\n\n", "data: [DONE]\n\n"])
+        .map(|chunk| Ok::<_, std::io::Error>(bytes::Bytes::from_static(chunk.as_bytes())));
+    let body = poller.body(axum::body::Body::from_stream(chunks));
+    let before = poller.inner.activity.load(Ordering::SeqCst);
+    let text = body.collect().await.expect("body").to_bytes();
+    assert_eq!(&text[..], b"data: 1\n\ndata: 2\n\ndata: [DONE]\n\n");
+    assert_eq!(
+        poller.inner.activity.load(Ordering::SeqCst) - before,
+        3,
+        "one poke per chunk"
+    );
 }
