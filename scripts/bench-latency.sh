@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Latency at low load, focused: direct access to the mock engine, nginx as a
+# reverse proxy, and Lexora with every policy on at several busy-poll windows
+# (server.busy_poll_us; 0 = off), interleaved over rounds, medians printed
+# as a markdown table. Scenarios: one connection, back to back (plain
+# answers, then 64-chunk streams at 1,000 tokens/s), and 100 streams/s open
+# loop. A quicker look than scripts/bench.sh at what busy polling buys.
+#
+#   scripts/bench-latency.sh          (~4 min with the defaults)
+#
+# Environment: ROUNDS (3), DURATION (4 s per measurement), WINDOWS ("100
+# 200 400": the busy-poll windows, µs, measured beside 0), CARGO_TARGET_DIR.
+# Needs taskset, nginx (apt-get install -y nginx-light), python3.
+# Pinning as in scripts/bench.sh: the target on CPU 0, the load generator
+# and the engines on CPU 1. Only 127.0.0.1 is contacted.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+# shellcheck source=scripts/bench-lib.sh
+source "$ROOT/scripts/bench-lib.sh"
+ROUNDS="${ROUNDS:-3}" DURATION="${DURATION:-4}" WINDOWS="${WINDOWS:-100 200 400}"
+KEY="sk-bench-000000001"
+command -v nginx >/dev/null || { echo "needs nginx (apt-get install -y nginx-light)" >&2; exit 1; }
+bench_setup
+LOG_TAG=latency
+
+LAUNCH=(taskset -c 1)
+start_lexora_bin engine 200 mock --port 0 --model m --chunks 16
+ENGINE=$URL
+start_lexora_bin stream-engine 200 mock --port 0 --model s --chunks 64 --tokens-per-second 1000
+STREAM_ENGINE=$URL
+
+mkdir -p "$work/nginx"
+NGINX_M=$(free_port) NGINX_S=$(free_port)
+cat >"$work/nginx/nginx.conf" <<NGINX
+daemon off;
+master_process off;
+worker_processes 1;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  keepalive_requests 1000000;
+  upstream engine { server ${ENGINE#http://}; keepalive 256; }
+  upstream stream { server ${STREAM_ENGINE#http://}; keepalive 256; }
+  proxy_http_version 1.1;
+  proxy_set_header Connection "";
+  proxy_buffering off;
+  tcp_nodelay on;
+  server { listen 127.0.0.1:$NGINX_M; location / { proxy_pass http://engine; } }
+  server { listen 127.0.0.1:$NGINX_S; location / { proxy_pass http://stream; } }
+}
+NGINX
+taskset -c 0 nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" >/dev/null 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$NGINX_M"
+
+declare -A URL_M URL_S
+TARGETS=(direct nginx)
+URL_M[direct]=$ENGINE URL_S[direct]=$STREAM_ENGINE
+URL_M[nginx]="http://127.0.0.1:$NGINX_M" URL_S[nginx]="http://127.0.0.1:$NGINX_S"
+LAUNCH=(taskset -c 0)
+for window in 0 $WINDOWS; do
+  name="lexora-busy$window"
+  { echo "server: {busy_poll_us: $window}"; lexora_config on "$ENGINE" "$STREAM_ENGINE"; } >"$work/$name.yaml"
+  start_lexora_bin "$name" 200 serve --config "$work/$name.yaml" --host 127.0.0.1 --port 0
+  TARGETS+=("$name"); URL_M[$name]=$URL URL_S[$name]=$URL
+done
+for t in "${TARGETS[@]}"; do
+  check_answer "$t" "${URL_M[$t]}" m 0 16
+  check_answer "$t" "${URL_S[$t]}" s 1 16
+done
+
+load() { # target scenario round args...
+  local t=$1 s=$2 r=$3; shift 3
+  taskset -c 1 "$BIN/lexora-bench" --label "$t" --warmup 1 --duration "$DURATION" \
+    -H "Authorization: Bearer $KEY" "$@" >"$work/$t.$s.$r.json"
+}
+for r in $(seq "$ROUNDS"); do
+  for t in "${TARGETS[@]}"; do
+    log "round $r/$ROUNDS: $t"
+    load "$t" c1 "$r" --url "${URL_M[$t]}/v1/chat/completions" --connections 1
+    load "$t" stream-c1 "$r" --url "${URL_S[$t]}/v1/chat/completions" --model s --stream \
+      --max-tokens 64 --connections 1
+    load "$t" stream "$r" --url "${URL_S[$t]}/v1/chat/completions" --model s --stream \
+      --max-tokens 64 --rate 100
+  done
+done
+
+python3 - "$work" "$ROUNDS" "$DURATION" "${TARGETS[@]}" <<'PY'
+import datetime, json, statistics, sys
+work, rounds, duration, targets = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+def med(t, scenario, hist, q):
+    values = []
+    for r in range(1, rounds + 1):
+        with open(f"{work}/{t}.{scenario}.{r}.json") as f:
+            run = json.load(f)
+        if run.get("errors"):
+            sys.exit(f"{t}/{scenario}: {run['errors']} errors")
+        values.append(run[hist][q])
+    return statistics.median(values)
+cols = [("c1", "latency_us", "p50"), ("c1", "latency_us", "p99"), ("stream-c1", "ttft_us", "p50"),
+        ("stream-c1", "ttft_us", "p99"), ("stream", "ttft_us", "p50"), ("stream", "ttft_us", "p99"),
+        ("stream", "gap_us", "p99")]
+now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+print(f"{now}; {rounds} interleaved rounds of {duration} s; medians; µs; (+added over direct)\n")
+print("| target | 1 conn p50 | 1 conn p99 | 1 stream TTFT p50 | 1 stream TTFT p99 "
+      "| 100 streams/s TTFT p50 | TTFT p99 | gap p99 |")
+print("|---|" + "---|" * len(cols))
+for t in targets:
+    cells = []
+    for scenario, hist, q in cols:
+        v, d = med(t, scenario, hist, q), med("direct", scenario, hist, q)
+        cells.append(f"{v:,.0f}" if t == "direct" else f"{v:,.0f} ({v - d:+,.0f})")
+    print(f"| {t} | " + " | ".join(cells) + " |")
+PY
