@@ -138,8 +138,9 @@ impl Gateway {
         if config.server.host != old.config.server.host
             || config.server.port != old.config.server.port
             || config.server.listen != old.config.server.listen
+            || config.server.busy_poll != old.config.server.busy_poll
         {
-            tracing::warn!("server.host, server.port and server.listen_v4/v6 changes take effect at the next restart");
+            tracing::warn!("server.host, server.port, server.listen_v4/v6 and server.busy_poll_us changes take effect at the next restart");
         }
         let runtime = build_runtime(config, &self.policies, &self.engines, Some(&old))?;
         if runtime.keys.is_open() {
