@@ -15,7 +15,7 @@
 //! idle gateway costs nothing, and a busy one never idles anyway.
 //!
 //! It costs CPU: up to one window per quiet spell. That is why it is a
-//! setting (`server.busy_poll`), and why the window is short.
+//! setting (`server.busy_poll_us`), and why the window is short.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -44,7 +44,8 @@ struct Inner {
     running: AtomicUsize,
     asleep: AtomicUsize,
     wake: Notify,
-    /// Yields done while polling, for tests and curiosity.
+    /// Yields done in the windows that have ended (added once per window,
+    /// not per yield, so that pollers on other cores do not contend).
     spins: AtomicU64,
 }
 
@@ -84,7 +85,7 @@ impl BusyPoll {
         })
     }
 
-    /// How many times the pollers have yielded so far.
+    /// How many times the pollers yielded in the windows that have ended.
     pub fn spins(&self) -> u64 {
         self.inner.spins.load(Ordering::Relaxed)
     }
@@ -131,12 +132,10 @@ impl Inner {
             // Wall-clock time on purpose: this is a real busy wait, and a
             // paused test clock would never let it end.
             let mut until = Instant::now() + self.window;
-            loop {
-                if cancel.is_cancelled() {
-                    return;
-                }
+            let mut spins = 0;
+            while !cancel.is_cancelled() {
                 tokio::task::yield_now().await;
-                self.spins.fetch_add(1, Ordering::Relaxed);
+                spins += 1;
                 let now = self.activity.load(Ordering::Relaxed);
                 if now != seen {
                     seen = now;
@@ -144,6 +143,10 @@ impl Inner {
                 } else if Instant::now() >= until {
                     break;
                 }
+            }
+            self.spins.fetch_add(spins, Ordering::Relaxed);
+            if cancel.is_cancelled() {
+                return;
             }
         }
     }
