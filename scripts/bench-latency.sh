@@ -30,39 +30,13 @@ ENGINE=$URL
 start_lexora_bin stream-engine 200 mock --port 0 --model s --chunks 64 --tokens-per-second 1000
 STREAM_ENGINE=$URL
 
-mkdir -p "$work/nginx"
-NGINX_M=$(free_port) NGINX_S=$(free_port)
-cat >"$work/nginx/nginx.conf" <<NGINX
-daemon off;
-master_process off;
-worker_processes 1;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  client_body_temp_path $work/nginx/body;
-  proxy_temp_path $work/nginx/proxy;
-  keepalive_requests 1000000;
-  upstream engine { server ${ENGINE#http://}; keepalive 256; }
-  upstream stream { server ${STREAM_ENGINE#http://}; keepalive 256; }
-  proxy_http_version 1.1;
-  proxy_set_header Connection "";
-  proxy_buffering off;
-  tcp_nodelay on;
-  server { listen 127.0.0.1:$NGINX_M; location / { proxy_pass http://engine; } }
-  server { listen 127.0.0.1:$NGINX_S; location / { proxy_pass http://stream; } }
-}
-NGINX
-taskset -c 0 nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" >/dev/null 2>&1 &
-pids+=($!)
-wait_http "http://127.0.0.1:$NGINX_M"
+LAUNCH=(taskset -c 0)
+start_nginx engine="$ENGINE" stream="$STREAM_ENGINE"
 
 declare -A URL_M URL_S
 TARGETS=(direct nginx)
 URL_M[direct]=$ENGINE URL_S[direct]=$STREAM_ENGINE
-URL_M[nginx]="http://127.0.0.1:$NGINX_M" URL_S[nginx]="http://127.0.0.1:$NGINX_S"
-LAUNCH=(taskset -c 0)
+URL_M[nginx]=${NGINX_URL[engine]} URL_S[nginx]=${NGINX_URL[stream]}
 for window in 0 $WINDOWS; do
   name="lexora-busy$window"
   { echo "server: {busy_poll_us: $window}"; lexora_config on "$ENGINE" "$STREAM_ENGINE"; } >"$work/$name.yaml"

@@ -51,6 +51,49 @@ start_lexora_bin() { # name tries args...
   [ -n "$URL" ] || { echo "$name did not start:" >&2; cat "$work/$name.err" >&2; exit 1; }
 }
 
+# nginx as the reference reverse proxy: one worker (on the CPUs in LAUNCH),
+# keep-alive to every upstream, no buffering, one listener per NAME=URL
+# pair given. Sets NGINX_URL[NAME] and PID.
+declare -A NGINX_URL
+start_nginx() { # name=upstream-url...
+  local dir="$work/nginx" pair name port upstreams="" servers=""
+  mkdir -p "$dir"
+  for pair in "$@"; do
+    name=${pair%%=*} port=$(free_port)
+    upstreams+="  upstream $name { server ${pair#*=http://}; keepalive 256; keepalive_requests 1000000; }"$'\n'
+    servers+="  server { listen 127.0.0.1:$port; location / { proxy_pass http://$name; } }"$'\n'
+    NGINX_URL[$name]="http://127.0.0.1:$port"
+  done
+  cat >"$dir/nginx.conf" <<NGINX
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile 16384;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $dir/body;
+  proxy_temp_path $dir/proxy;
+  fastcgi_temp_path $dir/fastcgi;
+  uwsgi_temp_path $dir/uwsgi;
+  scgi_temp_path $dir/scgi;
+  keepalive_requests 1000000;
+$upstreams
+  proxy_http_version 1.1;
+  proxy_set_header Connection "";
+  proxy_buffering off;
+  proxy_read_timeout 120s;
+  tcp_nodelay on;
+$servers
+}
+NGINX
+  "${LAUNCH[@]}" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" >"$work/nginx.out" 2>&1 &
+  PID=$!; pids+=("$PID")
+  wait_http "${NGINX_URL[$name]}"
+}
+
 cpu_ticks() { # pids... -> utime+stime (clock ticks), summed
   local total=0 p t
   for p in "$@"; do

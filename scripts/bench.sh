@@ -118,43 +118,8 @@ add_target direct "$ENGINE" "$STREAM_ENGINE" "$LONG_ENGINE" "$ENGINE_PID" "$STRE
 
 LAUNCH=(taskset -c "$CPU_TARGET")
 if [ "$SMOKE" = 0 ]; then
-  mkdir -p "$work/nginx"
-  NGINX_M=$(free_port) NGINX_S=$(free_port) NGINX_L=$(free_port)
-  cat >"$work/nginx/nginx.conf" <<NGINX
-daemon off;
-master_process off;
-worker_processes 1;
-worker_rlimit_nofile 16384;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  client_body_temp_path $work/nginx/body;
-  proxy_temp_path $work/nginx/proxy;
-  fastcgi_temp_path $work/nginx/fastcgi;
-  uwsgi_temp_path $work/nginx/uwsgi;
-  scgi_temp_path $work/nginx/scgi;
-  keepalive_requests 1000000;
-  upstream engine { server ${ENGINE#http://}; keepalive 256; keepalive_requests 1000000; }
-  upstream stream { server ${STREAM_ENGINE#http://}; keepalive 256; keepalive_requests 1000000; }
-  upstream long { server ${LONG_ENGINE#http://}; keepalive 256; keepalive_requests 1000000; }
-  proxy_http_version 1.1;
-  proxy_set_header Connection "";
-  proxy_buffering off;
-  proxy_read_timeout 120s;
-  tcp_nodelay on;
-  server { listen 127.0.0.1:$NGINX_M; location / { proxy_pass http://engine; } }
-  server { listen 127.0.0.1:$NGINX_S; location / { proxy_pass http://stream; } }
-  server { listen 127.0.0.1:$NGINX_L; location / { proxy_pass http://long; } }
-}
-NGINX
-  taskset -c "$CPU_TARGET" nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" \
-    >"$work/nginx.out" 2>&1 &
-  PID=$!; pids+=("$PID")
-  wait_http "http://127.0.0.1:$NGINX_M"
-  add_target nginx "http://127.0.0.1:$NGINX_M" "http://127.0.0.1:$NGINX_S" "http://127.0.0.1:$NGINX_L" \
-    "$PID" "$PID" "$PID"
+  start_nginx engine="$ENGINE" stream="$STREAM_ENGINE" long="$LONG_ENGINE"
+  add_target nginx "${NGINX_URL[engine]}" "${NGINX_URL[stream]}" "${NGINX_URL[long]}" "$PID" "$PID" "$PID"
 
   lexora_config off "$ENGINE" "$STREAM_ENGINE" "$LONG_ENGINE" >"$work/off.yaml"
   start_lexora_bin lexora-off 200 serve --config "$work/off.yaml" --host 127.0.0.1 --port 0
