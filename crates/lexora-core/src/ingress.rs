@@ -88,6 +88,8 @@ impl hyper::service::Service<Request<Incoming>> for Ingress {
             &Method::POST => Endpoint::from_path(request.uri().path()),
             _ => None,
         };
+        // Two dispatches, with and without busy polling, so that the
+        // default path boxes one future and wraps no body.
         let Some(busy_poll) = &self.busy_poll else {
             return match proxied {
                 Some(endpoint) => {
