@@ -34,6 +34,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_util::io::poll_read_buf;
 
 use h1::{Framing, Piece};
 
@@ -170,21 +171,21 @@ impl Connection {
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let room = self.read_size;
         self.buffer.reserve(room);
-        loop {
-            ready!(self.stream.poll_read_ready(cx))?;
-            match self.stream.try_read_buf(&mut self.buffer) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Ok(read) => {
-                    self.read_size = if read >= room {
-                        (room * 2).min(MAX_READ_SIZE)
-                    } else {
-                        READ_SIZE
-                    };
-                    return Poll::Ready(Ok(read));
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        // Through `AsyncRead`, a read that leaves room in the buffer tells
+        // tokio the socket is drained, so the next poll waits for the
+        // engine's next write instead of trying a read that can only say
+        // "would block": one system call less per stream chunk.
+        let read = ready!(poll_read_buf(
+            Pin::new(&mut self.stream),
+            cx,
+            &mut self.buffer
+        ))?;
+        self.read_size = if read >= room {
+            (room * 2).min(MAX_READ_SIZE)
+        } else {
+            READ_SIZE
+        };
+        Poll::Ready(Ok(read))
     }
 }
 
