@@ -27,6 +27,7 @@ pub struct Recorder {
     service: Histogram<u64>,
     ttft: Histogram<u64>,
     gaps: Histogram<u64>,
+    delays: Histogram<u64>,
     ok: u64,
     errors: BTreeMap<String, u64>,
     /// Earliest intended send time and latest answer of the successes: a
@@ -44,6 +45,7 @@ impl Recorder {
             service: histogram()?,
             ttft: histogram()?,
             gaps: histogram()?,
+            delays: histogram()?,
             ok: 0,
             errors: BTreeMap::new(),
             first_intended: None,
@@ -67,6 +69,9 @@ impl Recorder {
                 }
                 for gap in timings.gaps {
                     add(&mut self.gaps, gap);
+                }
+                for delay in timings.delays {
+                    add(&mut self.delays, delay);
                 }
             }
             Err(failure) => *self.errors.entry(failure.label()).or_default() += 1,
@@ -99,6 +104,7 @@ impl Recorder {
             service_us: Stats::of(&self.service),
             ttft_us: (!self.ttft.is_empty()).then(|| Stats::of(&self.ttft)),
             gap_us: (!self.gaps.is_empty()).then(|| Stats::of(&self.gaps)),
+            event_delay_us: (!self.delays.is_empty()).then(|| Stats::of(&self.delays)),
         }
     }
 }
@@ -172,6 +178,9 @@ pub struct Summary {
     pub ttft_us: Option<Stats>,
     /// Streams: gaps between events after the first token.
     pub gap_us: Option<Stats>,
+    /// Streams from an engine that stamps its events: each event's delay
+    /// from the engine's write to its arrival.
+    pub event_delay_us: Option<Stats>,
 }
 
 #[cfg(test)]

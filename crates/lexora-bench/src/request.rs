@@ -1,8 +1,10 @@
 //! One chat-completion request over a pooled keep-alive HTTP/1.1 client,
 //! timed: when the answer ended and, for streams, when the first token
-//! arrived and the gaps between server-sent events.
+//! arrived, the gaps between server-sent events and, when the mock engine
+//! stamps its events (`lexora mock --stamp-events`), each event's delay
+//! from the engine's write to its arrival here.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
@@ -73,6 +75,11 @@ pub struct Timings {
     pub first_token: Option<Instant>,
     /// Streams: gaps between consecutive events from the first token on.
     pub gaps: Vec<Duration>,
+    /// Streams: for each event the engine stamped, how long it took from
+    /// the engine's write to its arrival here. Unlike a gap, this does not
+    /// carry the engine's own pacing jitter, so what a proxy adds to each
+    /// event shows on its own.
+    pub delays: Vec<Duration>,
 }
 
 /// Sends one request built from `template` and reads the whole answer.
@@ -103,7 +110,7 @@ async fn exchange(client: &HttpClient, template: &Template) -> Result<Timings, F
         let frame = frame.map_err(|_| Failure::Io)?;
         if template.stream {
             if let Some(data) = frame.data_ref() {
-                events.observe(data, Instant::now(), &mut timings);
+                events.observe(data, Instant::now(), unix_micros(), &mut timings);
             }
         }
     }
@@ -125,7 +132,14 @@ struct EventClock {
 }
 
 impl EventClock {
-    fn observe(&mut self, data: &Bytes, now: Instant, timings: &mut Timings) {
+    /// `now` and `now_unix_us` are the same moment on the monotonic and
+    /// on the wall clock (which the engine's stamps use).
+    fn observe(&mut self, data: &Bytes, now: Instant, now_unix_us: u64, timings: &mut Timings) {
+        for sent in stamps(data) {
+            timings
+                .delays
+                .push(Duration::from_micros(now_unix_us.saturating_sub(sent)));
+        }
         let mut ended = 0usize;
         let mut previous_newline = self.pending_newline;
         for &byte in data.iter() {
@@ -159,6 +173,27 @@ impl EventClock {
     }
 }
 
+/// Now on the wall clock, in microseconds since the Unix epoch.
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// The engine's write times (`"mock_sent_us":N`) in a frame, in order.
+fn stamps(data: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    const NEEDLE: &[u8] = b"\"mock_sent_us\":";
+    let mut rest = data;
+    std::iter::from_fn(move || {
+        let at = rest.windows(NEEDLE.len()).position(|w| w == NEEDLE)?;
+        rest = &rest[at + NEEDLE.len()..];
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        let value = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok();
+        rest = &rest[digits..];
+        value
+    })
+}
+
 /// Whether an OpenAI chunk carries generated text (`"content":"x…"`),
 /// as opposed to the role chunk's empty content.
 fn carries_token(data: &[u8]) -> bool {
@@ -187,20 +222,47 @@ mod tests {
         let role = Bytes::from_static(b"data: {\"content\":\"\"}\n\n");
         let token = Bytes::from_static(b"data: {\"content\":\"a\"}\n\n");
         let two = Bytes::from_static(b"data: {\"content\":\"b\"}\n\ndata: [DONE]\n");
-        clock.observe(&role, t0, &mut timings);
+        clock.observe(&role, t0, 0, &mut timings);
         assert!(timings.first_token.is_none());
-        clock.observe(&token, t0 + Duration::from_millis(1), &mut timings);
+        clock.observe(&token, t0 + Duration::from_millis(1), 0, &mut timings);
         assert_eq!(timings.first_token, Some(t0 + Duration::from_millis(1)));
-        clock.observe(&two, t0 + Duration::from_millis(3), &mut timings);
+        clock.observe(&two, t0 + Duration::from_millis(3), 0, &mut timings);
         // The second boundary straddles frames.
         clock.observe(
             &Bytes::from_static(b"\n"),
             t0 + Duration::from_millis(4),
+            0,
             &mut timings,
         );
         assert_eq!(
             timings.gaps,
             vec![Duration::from_millis(2), Duration::from_millis(1)]
         );
+    }
+
+    #[test]
+    fn stamped_events_time_their_delay_coalesced_or_not() {
+        let t0 = Instant::now();
+        let mut clock = EventClock::default();
+        let mut timings = Timings::default();
+        let one = Bytes::from_static(b"data: {\"content\":\"a\",\"mock_sent_us\":1000}\n\n");
+        let two = Bytes::from_static(
+            b"data: {\"mock_sent_us\":1500,\"content\":\"b\"}\n\ndata: {\"content\":\"c\",\"mock_sent_us\":1700}\n\n",
+        );
+        clock.observe(&one, t0, 1_040, &mut timings);
+        clock.observe(&two, t0, 1_900, &mut timings);
+        // Unstamped events (a proxy that drops the field) time nothing.
+        clock.observe(
+            &Bytes::from_static(b"data: [DONE]\n\n"),
+            t0,
+            2_000,
+            &mut timings,
+        );
+        let micros = |v: &[u64]| {
+            v.iter()
+                .map(|&m| Duration::from_micros(m))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(timings.delays, micros(&[40, 400, 200]));
     }
 }

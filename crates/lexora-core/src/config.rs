@@ -153,6 +153,11 @@ pub struct MockConfig {
     pub tokens_per_second: f64,
     pub chunks: u32,
     pub embedding_dim: u32,
+    /// Stamp every OpenAI stream event with the wall-clock time it was
+    /// written (`"mock_sent_us"`, µs since the Unix epoch), so a load
+    /// generator on the same machine can time each event's way through a
+    /// proxy (`lexora mock --stamp-events`; benchmarks only).
+    pub stamp_events: bool,
 }
 
 impl Default for MockConfig {
@@ -163,6 +168,7 @@ impl Default for MockConfig {
             tokens_per_second: 0.0,
             chunks: 16,
             embedding_dim: 8,
+            stamp_events: false,
         }
     }
 }

@@ -100,6 +100,10 @@ struct MockArgs {
     /// Embedding vector length.
     #[arg(long, default_value_t = 8)]
     embedding_dim: u32,
+    /// Stamp each stream event with the time it was written
+    /// (`"mock_sent_us"`), for `lexora-bench` to time each event's delay.
+    #[arg(long)]
+    stamp_events: bool,
 }
 
 fn main() -> ExitCode {
@@ -238,6 +242,7 @@ async fn mock(args: MockArgs) -> anyhow::Result<()> {
         tokens_per_second: args.tokens_per_second,
         chunks: args.chunks,
         embedding_dim: args.embedding_dim.max(1),
+        stamp_events: args.stamp_events,
     });
     let listener = TcpListener::bind((args.host.as_str(), args.port))
         .await

@@ -88,6 +88,7 @@ pub(super) async fn generate(
         pace: directives.pace(&state),
         reset_after: directives.reset_after,
         tool,
+        stamp: state.config.stamp_events,
     };
     if request
         .get("stream")

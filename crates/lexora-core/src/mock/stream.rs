@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue};
@@ -36,6 +36,9 @@ pub(super) struct Plan {
     pub reset_after: Option<u32>,
     /// Call this tool instead of writing text (see [`super::openai`]).
     pub tool: Option<String>,
+    /// Add `"mock_sent_us"` to every JSON event (see
+    /// [`MockConfig::stamp_events`](crate::config::MockConfig)).
+    pub stamp: bool,
 }
 
 /// The arguments of the mock's tool call, streamed in two fragments.
@@ -131,7 +134,7 @@ impl Script for Plan {
     }
 
     fn event(&self, step: &Step) -> Option<Bytes> {
-        let value = match step {
+        let mut value = match step {
             Step::Role => self.chunk(json!({
                 "index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null
             })),
@@ -165,6 +168,9 @@ impl Script for Plan {
             Step::Done => return Some(Bytes::from_static(b"data: [DONE]\n\n")),
             Step::End => return None,
         };
+        if self.stamp {
+            value["mock_sent_us"] = json!(unix_micros());
+        }
         Some(Bytes::from(format!("data: {value}\n\n")))
     }
 
@@ -194,6 +200,13 @@ impl Script for Plan {
     fn reset_after(&self) -> Option<u32> {
         self.reset_after
     }
+}
+
+/// Now on the wall clock, which every process on the machine shares.
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// Streams the script as `text/event-stream`.

@@ -281,3 +281,53 @@ async fn azure_routes_answer_as_the_deployment() {
     assert_eq!(first["headers"]["api-key"], "azure-secret");
     assert_eq!(first["body"], body);
 }
+
+#[tokio::test]
+async fn stamped_stream_events_carry_the_time_they_were_written() {
+    let stamping = MockEngine::new(MockConfig {
+        models: vec!["m".into()],
+        chunks: 3,
+        tokens_per_second: 200.0,
+        stamp_events: true,
+        ..MockConfig::default()
+    });
+    let micros = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64
+    };
+    let before = micros();
+    let body =
+        json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let answer = post(&stamping, "/v1/chat/completions", body).await;
+    let after = micros();
+    let stamps: Vec<u64> = answer
+        .text()
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter(|data| *data != "[DONE]")
+        .map(|data| {
+            serde_json::from_str::<Value>(data).unwrap()["mock_sent_us"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    // Role, three tokens, finish: each stamped, in order, within the call.
+    assert_eq!(stamps.len(), 5, "{}", answer.text());
+    assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "{stamps:?}");
+    assert!(
+        before <= stamps[0] && stamps[4] <= after,
+        "{before} {stamps:?} {after}"
+    );
+    // Paced at 5 ms a token: the last token is written ≥ 10 ms after the first.
+    assert!(stamps[3] - stamps[1] >= 10_000, "{stamps:?}");
+    // Unstamped by default.
+    let plain = post(
+        &engine(),
+        "/v1/chat/completions",
+        json!({"model": "m1", "stream": true, "messages": []}),
+    )
+    .await;
+    assert!(!plain.text().contains("mock_sent_us"), "{}", plain.text());
+}
