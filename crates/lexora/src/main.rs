@@ -124,15 +124,24 @@ fn main() -> ExitCode {
     }
 }
 
-/// One worker thread per CPU this process may run on: tokio's default
-/// counts CPUs with `available_parallelism`, which honours the affinity
-/// mask (taskset, cpusets): a gateway pinned to one core runs one worker
-/// (beside the main thread, which only accepts connections), so requests
-/// and streams do not hop between threads sharing that core. Measured
-/// pinned: two workers, serving from a worker instead of the main thread,
-/// or a current-thread runtime moved streaming latency by less than noise.
+/// The async runtime, sized to the CPUs this process may run on
+/// (`available_parallelism` honours the affinity mask: taskset, cpusets).
+///
+/// On one CPU, a single-threaded runtime: the thread that accepts
+/// connections also serves them, so a new connection is not handed from
+/// the main thread to a worker sharing the same core (a futex wake and a
+/// context switch), and the work-stealing scheduler's bookkeeping on every
+/// wake-up is gone: callgrind counts 7.6 % fewer instructions per
+/// 64-chunk stream. On more CPUs, one worker thread per CPU, as tokio's
+/// default.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut builder = if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder
         .enable_all()
         .build()
         .context("starting the async runtime")

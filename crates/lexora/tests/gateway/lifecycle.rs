@@ -177,6 +177,65 @@ async fn cpu_under_paced_requests(gw: &Process, span: Duration) -> Duration {
     cpu_time(gw.pid()) - before
 }
 
+/// The names of a process's threads (`/proc/PID/task/*/comm`).
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("list threads")
+        .map(|task| {
+            let comm = task.expect("thread entry").path().join("comm");
+            std::fs::read_to_string(comm)
+                .expect("thread name")
+                .trim()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_gateway_on_one_cpu_serves_from_its_main_thread_with_busy_polling() {
+    // Unpaced: the paced requests below must be answered at once.
+    let engine = mock(&["--chunks", "8"]);
+    let config = format!(
+        "server:\n  busy_poll_us: 5000\nrate_limit:\n  enabled: false\nretry:\n  max_retries: 0\nbackends:\n  engine:\n    url: {}\n    models:\n      - name: m1\n",
+        engine.url
+    );
+    let gw = gateway_on_one_cpu(&config);
+    let answer = post(&chat_url(&gw), json!({"model": "m1", "messages": []})).await;
+    assert_eq!(answer.status(), 200);
+    let stream = post(
+        &chat_url(&gw),
+        json!({"model": "m1", "messages": [], "stream": true}),
+    )
+    .await;
+    let text = stream.text().await.expect("stream body");
+    let events = sse_payloads(&text);
+    assert_eq!(events.len(), 11, "role, 8 tokens, finish, [DONE]: {text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    // One CPU, one thread serving: no runtime worker thread to hand
+    // connections to (tokio names its threads tokio-rt-worker; nothing
+    // here needs its blocking pool either).
+    let names = thread_names(gw.pid());
+    assert!(
+        !names.iter().any(|name| name.starts_with("tokio-rt")),
+        "runtime worker threads on one CPU: {names:?}"
+    );
+    // Busy polling works on that single thread too, and stops when idle.
+    let span = Duration::from_millis(1000);
+    let busy_cpu = cpu_under_paced_requests(&gw, span).await;
+    assert!(
+        busy_cpu > span / 4,
+        "busy polling did not engage on one CPU: {busy_cpu:?} of CPU over {span:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = cpu_time(gw.pid());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_cpu = cpu_time(gw.pid()) - before;
+    assert!(
+        idle_cpu <= Duration::from_millis(100),
+        "an idle gateway on one CPU kept polling: {idle_cpu:?} of CPU in 1 s"
+    );
+}
+
 #[tokio::test]
 async fn busy_polling_spends_cpu_only_while_requests_come() {
     let engine = mock(&[]);

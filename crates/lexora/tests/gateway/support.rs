@@ -76,12 +76,14 @@ impl Drop for TempDir {
 }
 
 fn spawn(args: &[&str], env: &[(&str, &str)], dir: TempDir) -> Process {
-    spawn_listening(args, env, dir, 1).0
+    spawn_listening(&[], args, env, dir, 1).0
 }
 
-/// Starts `lexora` and reads the URLs of its first `listeners` announce
-/// lines (one per listener).
+/// Starts `lexora` (through `launcher`, a command that execs it, such as
+/// `taskset -c 0`, when given) and reads the URLs of its first `listeners`
+/// announce lines (one per listener).
 fn spawn_listening(
+    launcher: &[&str],
     args: &[&str],
     env: &[(&str, &str)],
     dir: TempDir,
@@ -89,7 +91,14 @@ fn spawn_listening(
 ) -> (Process, Vec<String>) {
     let stderr_path = dir.0.join("stderr.log");
     let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-    let mut command = Command::new(BIN);
+    let mut command = match launcher.split_first() {
+        Some((program, launcher_args)) => {
+            let mut command = Command::new(program);
+            command.args(launcher_args).arg(BIN);
+            command
+        }
+        None => Command::new(BIN),
+    };
     command
         .args(args)
         .stdin(Stdio::null())
@@ -137,7 +146,14 @@ fn spawn_listening(
 pub fn gateway_listening(config: &str, listeners: usize) -> (Process, Vec<String>) {
     let dir = TempDir::new();
     let path = write_config(&dir, config);
-    spawn_listening(&["serve", "--config", &path], &[], dir, listeners)
+    spawn_listening(&[], &["serve", "--config", &path], &[], dir, listeners)
+}
+
+/// `lexora serve` with `config`, allowed to run on CPU 0 only (`taskset`).
+pub fn gateway_on_one_cpu(config: &str) -> Process {
+    let dir = TempDir::new();
+    let path = write_config(&dir, config);
+    spawn_listening(&["taskset", "-c", "0"], &serve_args(&path), &[], dir, 1).0
 }
 
 /// `lexora mock` with extra flags.
