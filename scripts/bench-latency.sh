@@ -9,7 +9,9 @@
 #   scripts/bench-latency.sh          (~4 min with the defaults)
 #
 # Environment: ROUNDS (3), DURATION (4 s per measurement), WINDOWS ("100
-# 200 400": the busy-poll windows, µs, measured beside 0), CARGO_TARGET_DIR.
+# 200 400": the busy-poll windows, µs, measured beside 0; "" for none),
+# BASELINE (another lexora binary, measured as lexora-baseline with every
+# policy on and no busy polling: an A/B of two builds), CARGO_TARGET_DIR.
 # Needs taskset, nginx (apt-get install -y nginx-light), python3.
 # Pinning as in scripts/bench.sh: the target on CPU 0, the load generator
 # and the engines on CPU 1. Only 127.0.0.1 is contacted.
@@ -18,7 +20,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 # shellcheck source=scripts/bench-lib.sh
 source "$ROOT/scripts/bench-lib.sh"
-ROUNDS="${ROUNDS:-3}" DURATION="${DURATION:-4}" WINDOWS="${WINDOWS:-100 200 400}"
+ROUNDS="${ROUNDS:-3}" DURATION="${DURATION:-4}" WINDOWS="${WINDOWS-100 200 400}"
 KEY="sk-bench-000000001"
 command -v nginx >/dev/null || { echo "needs nginx (apt-get install -y nginx-light)" >&2; exit 1; }
 bench_setup
@@ -27,7 +29,8 @@ LOG_TAG=latency
 LAUNCH=(taskset -c 1)
 start_lexora_bin engine 200 mock --port 0 --model m --chunks 16
 ENGINE=$URL
-start_lexora_bin stream-engine 200 mock --port 0 --model s --chunks 64 --tokens-per-second 1000
+start_lexora_bin stream-engine 200 mock --port 0 --model s --chunks 64 --tokens-per-second 1000 \
+  --stamp-events
 STREAM_ENGINE=$URL
 
 LAUNCH=(taskset -c 0)
@@ -43,6 +46,15 @@ for window in 0 $WINDOWS; do
   start_lexora_bin "$name" 200 serve --config "$work/$name.yaml" --host 127.0.0.1 --port 0
   TARGETS+=("$name"); URL_M[$name]=$URL URL_S[$name]=$URL
 done
+if [ -n "${BASELINE:-}" ]; then
+  lexora_config on "$ENGINE" "$STREAM_ENGINE" >"$work/baseline.yaml"
+  # start_lexora_bin runs $BIN/lexora: give the baseline that name.
+  mkdir -p "$work/baseline" && cp "$BASELINE" "$work/baseline/lexora"
+  BIN_SAVED=$BIN BIN=$work/baseline
+  start_lexora_bin lexora-baseline 200 serve --config "$work/baseline.yaml" --host 127.0.0.1 --port 0
+  BIN=$BIN_SAVED
+  TARGETS+=(lexora-baseline); URL_M[lexora-baseline]=$URL URL_S[lexora-baseline]=$URL
+fi
 for t in "${TARGETS[@]}"; do
   check_answer "$t" "${URL_M[$t]}" m 0 16
   check_answer "$t" "${URL_S[$t]}" s 1 16
@@ -78,11 +90,11 @@ def med(t, scenario, hist, q):
     return statistics.median(values)
 cols = [("c1", "latency_us", "p50"), ("c1", "latency_us", "p99"), ("stream-c1", "ttft_us", "p50"),
         ("stream-c1", "ttft_us", "p99"), ("stream", "ttft_us", "p50"), ("stream", "ttft_us", "p99"),
-        ("stream", "gap_us", "p99")]
+        ("stream", "gap_us", "p99"), ("stream", "event_delay_us", "p50"), ("stream", "event_delay_us", "p99")]
 now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 print(f"{now}; {rounds} interleaved rounds of {duration} s; medians; µs; (+added over direct)\n")
 print("| target | 1 conn p50 | 1 conn p99 | 1 stream TTFT p50 | 1 stream TTFT p99 "
-      "| 100 streams/s TTFT p50 | TTFT p99 | gap p99 |")
+      "| 100 streams/s TTFT p50 | TTFT p99 | gap p99 | chunk delay p50 | chunk delay p99 |")
 print("|---|" + "---|" * len(cols))
 for t in targets:
     cells = []

@@ -94,11 +94,13 @@ fi
 LAUNCH=(taskset -c "$CPU_LOAD")
 start_lexora_bin engine 200 mock --port 0 --model m --chunks 16
 ENGINE=$URL ENGINE_PID=$PID
+# The streaming engines stamp each event with its write time, for
+# lexora-bench's per-event delay (event_delay_us).
 start_lexora_bin stream-engine 200 mock --port 0 --model s --chunks "$STREAM_TOKENS" \
-  --tokens-per-second "$TOKEN_RATE"
+  --tokens-per-second "$TOKEN_RATE" --stamp-events
 STREAM_ENGINE=$URL STREAM_ENGINE_PID=$PID
 start_lexora_bin long-engine 200 mock --port 0 --model l --chunks "$LONG_TOKENS" \
-  --tokens-per-second "$LONG_TOKEN_RATE"
+  --tokens-per-second "$LONG_TOKEN_RATE" --stamp-events
 LONG_ENGINE=$URL LONG_ENGINE_PID=$PID
 log "mock engine $ENGINE, streaming mock $STREAM_ENGINE ($TOKEN_RATE tokens/s, $STREAM_TOKENS chunks)," \
   "long-stream mock $LONG_ENGINE ($LONG_TOKEN_RATE tokens/s, $LONG_TOKENS chunks)"
