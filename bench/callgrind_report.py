@@ -40,7 +40,7 @@ with open(os.path.join(out, "callgrind.json"), "w") as f:
 md = [
     "# Instructions per request (callgrind)\n",
     f"{date}; {valgrind}; revision {revision}. Written by `scripts/bench-callgrind.sh`.",
-    "Each target runs under `valgrind --tool=callgrind` pinned to one CPU (one runtime worker),",
+    "Each target runs under `valgrind --tool=callgrind` pinned to one CPU (so a single-threaded runtime),",
     "instrumented only after start-up and 20 warm-up requests; lexora-bench, not under valgrind,",
     "then sends requests one at a time over one keep-alive connection; engines run natively.",
     "instructions/request = (I(n) − I(n/10)) / (n − n/10), so shutdown and per-connection",
