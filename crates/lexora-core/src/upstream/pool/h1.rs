@@ -344,9 +344,9 @@ impl Chunked {
 
 /// Looks at one line (without its CRLF, or a bare LF) at the front of
 /// `buffer` with `read`, then drops it from the buffer; `None` until the
-/// line is complete. The line is read in place: chunk-size lines come
-/// twice per stream event, and splitting each off as its own `Bytes` cost
-/// more than the rest of the decoding.
+/// line is complete. The line is read in place: a stream event brings two
+/// lines (its chunk size, and the CRLF after its data), and splitting each
+/// off as its own `Bytes` cost more than the rest of the decoding.
 fn take_line<T>(buffer: &mut BytesMut, read: impl FnOnce(&[u8]) -> T) -> io::Result<Option<T>> {
     let Some(end) = memchr::memchr(b'\n', buffer) else {
         if buffer.len() > MAX_LINE {
