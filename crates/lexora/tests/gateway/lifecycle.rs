@@ -177,6 +177,18 @@ async fn cpu_under_paced_requests(gw: &Process, span: Duration) -> Duration {
     cpu_time(gw.pid()) - before
 }
 
+/// No requests: a busy-polling gateway sleeps, however long its window.
+async fn assert_sleeps_when_idle(gw: &Process) {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = cpu_time(gw.pid());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_cpu = cpu_time(gw.pid()) - before;
+    assert!(
+        idle_cpu <= Duration::from_millis(100),
+        "an idle gateway kept polling: {idle_cpu:?} of CPU in 1 s"
+    );
+}
+
 /// The names of a process's threads (`/proc/PID/task/*/comm`).
 fn thread_names(pid: u32) -> Vec<String> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -226,14 +238,7 @@ async fn a_gateway_on_one_cpu_serves_from_its_main_thread_with_busy_polling() {
         busy_cpu > span / 4,
         "busy polling did not engage on one CPU: {busy_cpu:?} of CPU over {span:?}"
     );
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let before = cpu_time(gw.pid());
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle_cpu = cpu_time(gw.pid()) - before;
-    assert!(
-        idle_cpu <= Duration::from_millis(100),
-        "an idle gateway on one CPU kept polling: {idle_cpu:?} of CPU in 1 s"
-    );
+    assert_sleeps_when_idle(&gw).await;
 }
 
 #[tokio::test]
@@ -251,13 +256,5 @@ async fn busy_polling_spends_cpu_only_while_requests_come() {
         "busy polling did not engage: {busy_cpu:?} of CPU against {quiet_cpu:?} without it, over {span:?}"
     );
 
-    // No requests: the gateway sleeps, however long its window.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let before = cpu_time(busy.pid());
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle_cpu = cpu_time(busy.pid()) - before;
-    assert!(
-        idle_cpu <= Duration::from_millis(100),
-        "an idle gateway kept polling: {idle_cpu:?} of CPU in 1 s"
-    );
+    assert_sleeps_when_idle(&busy).await;
 }
