@@ -13,7 +13,7 @@ use lexora_core::config::{self, Config, Layers, MockConfig};
 use lexora_core::gateway::{ConfigLoader, Gateway};
 use lexora_core::mock::MockEngine;
 use lexora_core::{ingress, status, telemetry};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket, ToSocketAddrs};
 use tokio_util::sync::CancellationToken;
 
 /// mimalloc instead of the system allocator: a request makes dozens of small
@@ -192,7 +192,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listeners = bind_listeners(&config.server).await?;
     let metrics_listener = match config.metrics.port.filter(|_| config.metrics.enabled) {
         Some(port) => Some(
-            TcpListener::bind((config.server.host.as_str(), port))
+            listen((config.server.host.as_str(), port))
                 .await
                 .with_context(|| format!("listening for metrics on port {port} (metrics.port)"))?,
         ),
@@ -253,7 +253,7 @@ async fn mock(args: MockArgs) -> anyhow::Result<()> {
         embedding_dim: args.embedding_dim.max(1),
         stamp_events: args.stamp_events,
     });
-    let listener = TcpListener::bind((args.host.as_str(), args.port))
+    let listener = listen((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("listening on {}:{}", args.host, args.port))?;
     let local = listener
@@ -279,7 +279,7 @@ async fn mock(args: MockArgs) -> anyhow::Result<()> {
 async fn bind_listeners(server: &config::ServerConfig) -> anyhow::Result<Vec<TcpListener>> {
     if server.listen.is_empty() {
         let address = (server.host.as_str(), server.port);
-        let listener = TcpListener::bind(address).await.with_context(|| {
+        let listener = listen(address).await.with_context(|| {
             format!(
                 "listening on {}:{} (server.host, server.port)",
                 address.0, address.1
@@ -295,12 +295,45 @@ async fn bind_listeners(server: &config::ServerConfig) -> anyhow::Result<Vec<Tcp
             "server.listen_v6"
         };
         listeners.push(
-            TcpListener::bind(address)
+            listen(*address)
                 .await
                 .with_context(|| format!("listening on {address} ({key})"))?,
         );
     }
     Ok(listeners)
+}
+
+/// Connections the kernel completes and queues for a listener before it
+/// accepts them (clamped to `net.core.somaxconn`). std's and tokio's 128
+/// overflowed when 1,000 clients connected at once to a busy gateway: the
+/// SYNs beyond were dropped, and those clients waited a second for their
+/// retransmission (+1 s to the first token; nginx's default is 511).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Listens on the first address `address` resolves to that can be bound,
+/// as `TcpListener::bind` does, with a backlog of [`LISTEN_BACKLOG`].
+async fn listen(address: impl ToSocketAddrs) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for address in tokio::net::lookup_host(address).await? {
+        let socket = if address.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        // As std's bind: a restarted gateway can listen again at once,
+        // without waiting out its old connections' TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(address)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on")
+    }))
 }
 
 fn announce(what: &str, address: SocketAddr) {

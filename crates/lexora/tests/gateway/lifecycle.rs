@@ -177,6 +177,40 @@ async fn cpu_under_paced_requests(gw: &Process, span: Duration) -> Duration {
     cpu_time(gw.pid()) - before
 }
 
+#[tokio::test]
+async fn a_burst_of_connections_is_queued_while_the_gateway_is_busy() {
+    // A stopped gateway accepts nothing: the kernel completes handshakes
+    // only as far as the listen backlog goes. With the default of 128,
+    // connections past it would wait a second for their SYN to be resent.
+    let engine = mock(&[]);
+    let gw = gateway_for(&engine, "");
+    let address = gw.url.trim_start_matches("http://").to_owned();
+    gw.signal("STOP");
+    let attempts = (0..600).map(|_| {
+        let address = address.clone();
+        tokio::spawn(async move {
+            let connect = tokio::net::TcpStream::connect(address);
+            tokio::time::timeout(Duration::from_millis(700), connect)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        })
+    });
+    let mut connected = Vec::new();
+    for attempt in attempts.collect::<Vec<_>>() {
+        connected.extend(attempt.await.expect("connect task"));
+    }
+    gw.signal("CONT");
+    assert_eq!(
+        connected.len(),
+        600,
+        "handshakes completed while the gateway was stopped"
+    );
+    drop(connected);
+    let answer = post(&chat_url(&gw), json!({"model": "m1", "messages": []})).await;
+    assert_eq!(answer.status(), 200);
+}
+
 /// No requests: a busy-polling gateway sleeps, however long its window.
 async fn assert_sleeps_when_idle(gw: &Process) {
     tokio::time::sleep(Duration::from_millis(100)).await;
