@@ -61,7 +61,9 @@ start_nginx() { # name=upstream-url...
   for pair in "$@"; do
     name=${pair%%=*} port=$(free_port)
     upstreams+="  upstream $name { server ${pair#*=http://}; keepalive 256; keepalive_requests 1000000; }"$'\n'
-    servers+="  server { listen 127.0.0.1:$port; location / { proxy_pass http://$name; } }"$'\n'
+    # The same listen backlog as Lexora's (nginx's default is 511), so a
+    # burst of connections finds both with room to queue.
+    servers+="  server { listen 127.0.0.1:$port backlog=4096; location / { proxy_pass http://$name; } }"$'\n'
     NGINX_URL[$name]="http://127.0.0.1:$port"
   done
   cat >"$dir/nginx.conf" <<NGINX
