@@ -17,6 +17,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod gateway;
+pub mod h1;
 pub mod identify;
 pub mod ingress;
 pub mod limit;

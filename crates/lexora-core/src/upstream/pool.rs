@@ -16,8 +16,6 @@
 //! every stream chunk for one more hand-off between tasks. HTTPS providers
 //! and engine processes still use hyper's client.
 
-mod h1;
-
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
@@ -36,7 +34,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::io::poll_read_buf;
 
-use h1::{Framing, Piece};
+use crate::h1::{self, Framing, Piece};
 
 /// Idle connections older than this are closed rather than reused (the
 /// same as the general client's pool).

@@ -1,9 +1,9 @@
-//! HTTP/1.1 on the wire, as far as the pool needs it: a request head
-//! written in one piece, an answer head parsed by httparse, and the three
-//! ways an answer's body can end (`content-length`, chunked
-//! transfer-coding, the close of the connection).
+//! HTTP/1.1 on the wire, shared by the upstream pool (a client) and the
+//! ingress (a server): heads parsed by httparse with header values sharing
+//! the head's bytes, and the three ways a body can end (`content-length`,
+//! chunked transfer-coding, the close of the connection).
 //!
-//! Lexora only sends `POST` and `GET` requests without `Expect` or
+//! The pool sends only `POST` and `GET` requests without `Expect` or
 //! upgrades, so interim (1xx) answers are skipped and `101` is an error.
 
 use std::io;
