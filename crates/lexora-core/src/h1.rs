@@ -101,7 +101,7 @@ pub fn parse_head(buffer: &mut BytesMut) -> io::Result<Option<Head>> {
 }
 
 /// Where `part` (a slice httparse took from `buffer`) sits in `buffer`.
-fn span(buffer: &[u8], part: &[u8]) -> io::Result<Range<usize>> {
+pub(crate) fn span(buffer: &[u8], part: &[u8]) -> io::Result<Range<usize>> {
     if part.is_empty() {
         return Ok(0..0);
     }
@@ -182,11 +182,11 @@ fn build(
 }
 
 /// The comma-separated tokens of a header value, trimmed.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
 }
 
-fn parse_length(value: &[u8]) -> io::Result<u64> {
+pub(crate) fn parse_length(value: &[u8]) -> io::Result<u64> {
     let value = value.trim_ascii();
     if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
         return Err(invalid("invalid content-length in the answer"));

@@ -1,6 +1,6 @@
-//! Ingress: the HTTP server, its routes, and graceful shutdown.
+//! Ingress: the HTTP server (connections in [`h1`]), its routes, and
+//! graceful shutdown.
 
-use std::convert::Infallible;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,10 +13,6 @@ use axum::Router;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use http::{Method, Request};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -30,6 +26,7 @@ use crate::telemetry::METRICS_UPKEEP;
 use crate::upstream::health;
 
 pub mod busy_poll;
+mod h1;
 
 use busy_poll::BusyPoll;
 
@@ -65,7 +62,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
 }
 
-/// What every client connection runs. A proxied request (a `POST` to one
+/// What answers every request of every client connection (served by
+/// [`h1::serve`], HTTP/2 through hyper). A proxied request (a `POST` to one
 /// of [`Endpoint::ALL`]) goes straight to [`Gateway::proxy`]: it is nearly
 /// every request, and axum's routing, extractor and service layers cost
 /// about 6 % of the gateway's instructions per answer. Everything else,
@@ -77,13 +75,8 @@ struct Ingress {
     busy_poll: Option<BusyPoll>,
 }
 
-impl hyper::service::Service<Request<Incoming>> for Ingress {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response, Infallible>>;
-
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
-        let request = request.map(Body::new);
+impl h1::Handler for Ingress {
+    fn call(&self, request: Request<Body>) -> BoxFuture<'static, Response> {
         let proxied = match request.method() {
             &Method::POST => Endpoint::from_path(request.uri().path()),
             _ => None,
@@ -92,10 +85,13 @@ impl hyper::service::Service<Request<Incoming>> for Ingress {
         // default path boxes one future and wraps no body.
         let Some(busy_poll) = &self.busy_poll else {
             return match proxied {
-                Some(endpoint) => {
-                    Box::pin(Arc::clone(&self.gateway).proxy(endpoint, request).map(Ok))
-                }
-                None => Box::pin(self.router.clone().oneshot(request)),
+                Some(endpoint) => Box::pin(Arc::clone(&self.gateway).proxy(endpoint, request)),
+                None => Box::pin(
+                    self.router
+                        .clone()
+                        .oneshot(request)
+                        .map(|response| response.unwrap_or_else(|never| match never {})),
+                ),
             };
         };
         // Every request, and every piece of every answer (a stream's
@@ -107,27 +103,28 @@ impl hyper::service::Service<Request<Incoming>> for Ingress {
             Some(endpoint) => Box::pin(
                 Arc::clone(&self.gateway)
                     .proxy(endpoint, request)
-                    .map(move |response| Ok(poked(response))),
+                    .map(poked),
             ),
             None => Box::pin(
                 self.router
                     .clone()
                     .oneshot(request)
-                    .map(move |response| response.map(poked)),
+                    .map(move |response| poked(response.unwrap_or_else(|never| match never {}))),
             ),
         }
     }
 }
 
 /// Accepts connections on `listener` until `shutdown` fires, serving each
-/// in a task of its own that `connections` can shut down gracefully.
+/// in a task of its own, tracked by `connections`; `closing` tells them to
+/// finish the request in progress and close.
 async fn accept(
     listener: TcpListener,
     service: Ingress,
-    connections: &GracefulShutdown,
+    connections: &TaskTracker,
+    closing: &CancellationToken,
     shutdown: &CancellationToken,
 ) {
-    let builder = auto::Builder::new(TokioExecutor::new());
     loop {
         let tcp = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -151,10 +148,7 @@ async fn accept(
         };
         // Small SSE chunks must leave at once, not wait for Nagle.
         let _ = tcp.set_nodelay(true);
-        let connection = builder
-            .serve_connection(TokioIo::new(tcp), service.clone())
-            .into_owned();
-        tokio::spawn(connections.watch(connection));
+        connections.spawn(h1::serve(tcp, service.clone(), closing.clone()));
     }
 }
 
@@ -234,27 +228,29 @@ pub async fn serve(
         gateway,
         busy_poll,
     };
-    let connections = GracefulShutdown::new();
-    let served = async {
-        futures_util::future::join_all(
-            listeners
-                .into_iter()
-                .map(|listener| accept(listener, service.clone(), &connections, &shutdown)),
-        )
-        .await;
-        // The listeners are closed: new clients are refused while the
-        // connections left finish what they started.
-        tracing::info!(
-            grace_seconds = grace.as_secs_f64(),
-            "shutting down: draining in-flight requests"
-        );
-        tokio::select! {
-            () = connections.shutdown() => {}
-            () = tokio::time::sleep(grace) => {
-                tracing::warn!("grace period over; closing the remaining connections");
+    let connections = TaskTracker::new();
+    let closing = CancellationToken::new();
+    let served =
+        async {
+            futures_util::future::join_all(listeners.into_iter().map(|listener| {
+                accept(listener, service.clone(), &connections, &closing, &shutdown)
+            }))
+            .await;
+            // The listeners are closed: new clients are refused while the
+            // connections left finish what they started.
+            tracing::info!(
+                grace_seconds = grace.as_secs_f64(),
+                "shutting down: draining in-flight requests"
+            );
+            closing.cancel();
+            connections.close();
+            tokio::select! {
+                () = connections.wait() => {}
+                () = tokio::time::sleep(grace) => {
+                    tracing::warn!("grace period over; closing the remaining connections");
+                }
             }
-        }
-    };
+        };
     served.await;
     background.cancel();
     tasks.close();

@@ -1,7 +1,8 @@
 //! Lexora: an LLM gateway in front of inference engines and hosted providers.
 //!
 //! The modules follow the request path of `DESIGN.md`:
-//! [`ingress`] (axum server, graceful shutdown) → [`identify`] (request id,
+//! [`ingress`] (the HTTP/1.1 server connection of [`h1`], axum routes, graceful
+//! shutdown) → [`identify`] (request id,
 //! API key, user) → [`parse`] (raw body, extension fields) → [`route`]
 //! (model to backends) → [`limit`] (per-user requests and tokens) →
 //! [`attempt`] ([`queue`], breaker, retries, failover; [`upstream`] sends to
