@@ -276,6 +276,10 @@ pub struct Chunked {
     state: State,
     /// Bytes of the current chunk's data still to come.
     left: u64,
+    /// Trailer lines read so far.
+    trailers: usize,
+    /// Lines must end in CRLF, with no other CR or LF in them.
+    strict: bool,
 }
 
 #[derive(Debug, Default, PartialEq, Clone, Copy)]
@@ -293,11 +297,24 @@ enum State {
 }
 
 impl Chunked {
+    /// The decoding of a client's request body. Engines' answers are read
+    /// leniently (a bare LF ends a line, as many servers accept), but a
+    /// request body is framed exactly as RFC 9112 says: a front proxy that
+    /// forwards chunked bodies as they are and ends their lines
+    /// differently from Lexora is how requests are smuggled past it.
+    pub fn strict() -> Self {
+        Self {
+            strict: true,
+            ..Self::default()
+        }
+    }
+
     fn next(&mut self, buffer: &mut BytesMut) -> io::Result<Piece> {
+        let strict = self.strict;
         loop {
             match self.state {
                 State::Size => {
-                    let Some(size) = take_line(buffer, chunk_size)? else {
+                    let Some(size) = take_line(buffer, strict, chunk_size)? else {
                         return Ok(Piece::More);
                     };
                     self.left = size?;
@@ -320,7 +337,7 @@ impl Chunked {
                     return Ok(Piece::Data(buffer.split_to(take).freeze()));
                 }
                 State::DataEnd => {
-                    let Some(empty) = take_line(buffer, <[u8]>::is_empty)? else {
+                    let Some(empty) = take_line(buffer, strict, <[u8]>::is_empty)? else {
                         return Ok(Piece::More);
                     };
                     if !empty {
@@ -329,11 +346,16 @@ impl Chunked {
                     self.state = State::Size;
                 }
                 State::Trailers => {
-                    let Some(empty) = take_line(buffer, <[u8]>::is_empty)? else {
+                    let Some(empty) = take_line(buffer, strict, <[u8]>::is_empty)? else {
                         return Ok(Piece::More);
                     };
                     if empty {
                         self.state = State::Done;
+                    } else {
+                        self.trailers += 1;
+                        if self.trailers > MAX_HEADERS {
+                            return Err(invalid("too many trailer lines"));
+                        }
                     }
                 }
                 State::Done => return Ok(Piece::End),
@@ -347,7 +369,12 @@ impl Chunked {
 /// line is complete. The line is read in place: a stream event brings two
 /// lines (its chunk size, and the CRLF after its data), and splitting each
 /// off as its own `Bytes` cost more than the rest of the decoding.
-fn take_line<T>(buffer: &mut BytesMut, read: impl FnOnce(&[u8]) -> T) -> io::Result<Option<T>> {
+/// `strict`: the line must end in CRLF and hold no other CR.
+fn take_line<T>(
+    buffer: &mut BytesMut,
+    strict: bool,
+    read: impl FnOnce(&[u8]) -> T,
+) -> io::Result<Option<T>> {
     let Some(end) = memchr::memchr(b'\n', buffer) else {
         if buffer.len() > MAX_LINE {
             return Err(invalid("chunk-size or trailer line too long"));
@@ -355,7 +382,12 @@ fn take_line<T>(buffer: &mut BytesMut, read: impl FnOnce(&[u8]) -> T) -> io::Res
         return Ok(None);
     };
     let line = &buffer[..end];
-    let value = read(line.strip_suffix(b"\r").unwrap_or(line));
+    let line = match line.strip_suffix(b"\r") {
+        Some(line) if !strict || memchr::memchr(b'\r', line).is_none() => line,
+        None if !strict => line,
+        _ => return Err(invalid("a chunked body's line does not end in CRLF")),
+    };
+    let value = read(line);
     buffer.advance(end + 1);
     Ok(Some(value))
 }

@@ -27,6 +27,8 @@ use std::convert::Infallible;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -66,6 +68,10 @@ const COPY_MAX: usize = 16 * 1024;
 /// (Idle keep-alive connections wait for their next request unbounded, as
 /// with hyper before.)
 const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a closing connection reads what the client still sends, at
+/// most and without anything arriving.
+const LINGER: Duration = Duration::from_secs(5);
+const LINGER_QUIET: Duration = Duration::from_secs(1);
 /// What an HTTP/2 connection with prior knowledge starts with.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
 
@@ -106,13 +112,6 @@ pub(super) async fn serve(tcp: TcpStream, service: impl Handler, closing: Cancel
             http11: request.version() == Version::HTTP_11,
             keep_alive: request_keeps_alive(&request),
         };
-        if incoming.as_ref().is_some_and(|i| i.expects_continue) {
-            conn.write
-                .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-            if conn.flush().await.is_err() {
-                return;
-            }
-        }
         let mut pending = service.call(request);
         // The answer, while the body (if it is still arriving) is fed to
         // the handler and the client is watched.
@@ -190,7 +189,10 @@ impl Answer {
 struct Incoming {
     framing: Framing,
     sender: mpsc::UnboundedSender<io::Result<Bytes>>,
-    expects_continue: bool,
+    /// Set when the handler first reads the body, for a client waiting
+    /// for `100 Continue` before it sends the body; `None` once sent (or
+    /// when the client does not wait).
+    wanted: Option<Arc<AtomicBool>>,
 }
 
 enum Fed {
@@ -225,7 +227,10 @@ impl Connection {
                 if first && self.read.starts_with(H2_PREFACE) {
                     return Ok(Some(Err(Refusal::Http2)));
                 }
+                let maybe_h2 = first && H2_PREFACE.starts_with(&self.read);
                 match parse_head(&mut self.read) {
+                    // Not enough of the preface to tell yet.
+                    Err(_) if maybe_h2 => {}
                     Ok(Some(head)) => return Ok(Some(Ok(head))),
                     Ok(None) => {}
                     Err(refusal) => return Ok(Some(Err(refusal))),
@@ -269,11 +274,11 @@ impl Connection {
     fn request(&mut self, head: Head) -> (Request<Body>, Option<Incoming>) {
         let Head {
             request,
-            body,
+            body: body_framing,
             expects_continue,
         } = head;
         // Almost always: the whole body came with the head.
-        let whole = match &body {
+        let whole = match &body_framing {
             Framing::Length(length) => usize::try_from(*length)
                 .ok()
                 .filter(|length| *length <= self.read.len()),
@@ -284,18 +289,37 @@ impl Connection {
             return (request.map(|()| Body::from(bytes)), None);
         }
         let (sender, receiver) = mpsc::unbounded_channel();
+        // The client waits for `100 Continue` only if it asked to: the
+        // interim answer goes once the handler wants the body, so one that
+        // refuses the request first (no key, too long) is not sent it.
+        let wanted = expects_continue.then(|| Arc::new(AtomicBool::new(false)));
+        let body = Body::new(Channel {
+            receiver,
+            wanted: wanted.clone(),
+        });
         let incoming = Incoming {
-            framing: body,
+            framing: body_framing,
             sender,
-            expects_continue,
+            wanted,
         };
-        let body = Body::new(Channel { receiver });
         (request.map(|()| body), Some(incoming))
     }
 
     /// Passes what has arrived of `incoming` to the handler; reads more
     /// from the socket when the buffer has no more of it.
     fn poll_feed(&mut self, cx: &mut Context<'_>, incoming: &mut Incoming) -> Poll<Fed> {
+        if let Some(wanted) = &incoming.wanted {
+            if !wanted.load(Ordering::Relaxed) {
+                return self.poll_client(cx).map(|()| Fed::Gone);
+            }
+            self.write
+                .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            incoming.wanted = None;
+        }
+        // The client sends the body only once it has the `100 Continue`.
+        if ready!(self.poll_flush(cx)).is_err() {
+            return Poll::Ready(Fed::Gone);
+        }
         loop {
             if incoming.sender.is_closed() {
                 return Poll::Ready(Fed::Abandoned);
@@ -368,7 +392,15 @@ impl Connection {
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| h1::parse_length(v.as_bytes()).ok());
-        let framing = match http_body::Body::size_hint(&body).exact().or(declared) {
+        // A `HEAD` answer's body is empty, but its length is the one a
+        // `GET` would have (axum sets the header so).
+        let exact = http_body::Body::size_hint(&body).exact();
+        let length = if bodiless {
+            declared.or(exact.filter(|length| *length > 0))
+        } else {
+            exact.or(declared)
+        };
+        let framing = match length {
             _ if status.is_informational() || status == StatusCode::NO_CONTENT => Out::Nothing,
             Some(length) => Out::Length(length),
             None if answer.head_only || status == StatusCode::NOT_MODIFIED => Out::Nothing,
@@ -484,6 +516,14 @@ impl Connection {
         Ok(true)
     }
 
+    /// [`Self::flush`] as a poll.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.try_flush()? {
+            ready!(self.tcp.poll_write_ready(cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
     /// Writes the whole write buffer.
     async fn flush(&mut self) -> io::Result<()> {
         while !self.try_flush()? {
@@ -516,9 +556,24 @@ impl Connection {
     }
 
     /// Ends the connection: the client reads everything sent, then the end
-    /// of the stream (not a reset, as closing with unread bytes would send).
+    /// of the stream. What it still sends (the rest of a body the answer
+    /// did not wait for) is read and dropped until it closes too, for
+    /// [`LINGER`] at most: closing a socket with unread bytes resets the
+    /// connection, and a reset can destroy the answer in the client's
+    /// buffers before it is read.
     async fn close(mut self) {
-        let _ = self.tcp.shutdown().await;
+        if self.tcp.shutdown().await.is_err() {
+            return;
+        }
+        let deadline = Instant::now() + LINGER;
+        loop {
+            self.read.clear();
+            let wait = deadline.min(Instant::now() + LINGER_QUIET);
+            match tokio::time::timeout_at(wait, self.fill()).await {
+                Ok(Ok(read)) if read > 0 => {}
+                _ => return,
+            }
+        }
     }
 }
 
@@ -598,9 +653,13 @@ fn parse_head(buffer: &mut BytesMut) -> Result<Option<Head>, Refusal> {
             }
             content_length = Some(length);
         } else if name == header::TRANSFER_ENCODING {
+            // Only `chunked` on its own: Lexora decodes no other coding.
+            chunked = !transfer_encoding
+                && value
+                    .as_bytes()
+                    .trim_ascii()
+                    .eq_ignore_ascii_case(b"chunked");
             transfer_encoding = true;
-            let last = h1::tokens(value.as_bytes()).last().unwrap_or_default();
-            chunked = last.eq_ignore_ascii_case(b"chunked");
         } else if name == header::EXPECT {
             expects_continue = value.as_bytes().eq_ignore_ascii_case(b"100-continue");
         }
@@ -615,10 +674,11 @@ fn parse_head(buffer: &mut BytesMut) -> Result<Option<Head>, Refusal> {
                 "both transfer-encoding and content-length are set".into()
             ))
         }
-        (true, None) if chunked && minor == 1 => Framing::Chunked(Default::default()),
+        (true, None) if chunked && minor == 1 => Framing::Chunked(h1::Chunked::strict()),
         (true, None) => {
-            return Err(bad(
-                "transfer-encoding other than chunked (HTTP/1.1) is not supported".into(),
+            return Err(Refusal::Bad(
+                StatusCode::NOT_IMPLEMENTED,
+                "only `transfer-encoding: chunked` (HTTP/1.1) is supported".into(),
             ))
         }
         (false, length) => Framing::Length(length.unwrap_or(0)),
@@ -773,6 +833,8 @@ fn chunk_size(out: &mut Vec<u8>, size: usize) {
 /// A request body arriving after its head, as the connection reads it.
 struct Channel {
     receiver: mpsc::UnboundedReceiver<io::Result<Bytes>>,
+    /// Told on the first read (see [`Incoming::wanted`]).
+    wanted: Option<Arc<AtomicBool>>,
 }
 
 impl http_body::Body for Channel {
@@ -783,6 +845,11 @@ impl http_body::Body for Channel {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        // The connection is polled right after its handler (one task), so
+        // it sees this flag without a wake-up of its own.
+        if let Some(wanted) = self.wanted.take() {
+            wanted.store(true, Ordering::Relaxed);
+        }
         self.receiver
             .poll_recv(cx)
             .map(|item| item.map(|item| item.map(Frame::data)))

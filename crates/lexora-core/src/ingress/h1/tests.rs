@@ -215,7 +215,7 @@ async fn expect_100_continue_is_answered_before_the_body_is_sent() {
 #[tokio::test]
 async fn malformed_heads_are_refused_with_an_openai_error_and_the_connection_closes() {
     let (address, _closing) = server(echo()).await;
-    let cases: [(&[u8], u16); 4] = [
+    let cases: [(&[u8], u16); 7] = [
         (b"NOT A REQUEST\r\n\r\n", 400),
         (
             b"POST /x HTTP/1.1\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n",
@@ -225,7 +225,19 @@ async fn malformed_heads_are_refused_with_an_openai_error_and_the_connection_clo
             b"POST /x HTTP/1.1\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\n",
             400,
         ),
-        (b"POST /x HTTP/1.1\r\ntransfer-encoding: gzip\r\n\r\n", 400),
+        (b"POST /x HTTP/1.1\r\ntransfer-encoding: gzip\r\n\r\n", 501),
+        (
+            b"POST /x HTTP/1.1\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+            501,
+        ),
+        (
+            b"POST /x HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n",
+            501,
+        ),
+        (
+            b"POST /x HTTP/1.1\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n",
+            501,
+        ),
     ];
     for (request, status) in cases {
         let mut client = Client::connect(address).await;
@@ -284,18 +296,42 @@ async fn http10_clients_get_their_connection_closed_unless_they_ask_to_keep_it()
 
 #[tokio::test]
 async fn head_requests_get_the_length_and_no_body() {
-    let (address, _closing) = server(echo()).await;
+    // As axum answers `HEAD`: the length of the `GET` answer in the
+    // header, an empty body; or a handler that returns the body anyway.
+    let handler = TestHandler(Arc::new(|request: Request<Body>| {
+        Box::pin(async move {
+            match request.uri().path() {
+                "/declared" => Response::builder()
+                    .header(header::CONTENT_LENGTH, "42")
+                    .body(Body::empty())
+                    .unwrap(),
+                _ => Response::new(Body::from("hello")),
+            }
+        })
+    }));
+    let (address, _closing) = server(handler).await;
     let mut client = Client::connect(address).await;
-    client.send(b"HEAD /h HTTP/1.1\r\n\r\n").await;
-    while !client.buffer.ends_with(b"\r\n\r\n") {
-        assert!(client.more().await);
+    for (target, length) in [("/declared", "42"), ("/whole", "5")] {
+        client
+            .send(format!("HEAD {target} HTTP/1.1\r\n\r\n").as_bytes())
+            .await;
+        while !client.buffer.ends_with(b"\r\n\r\n") {
+            assert!(client.more().await);
+        }
+        let text = String::from_utf8_lossy(&client.buffer).to_string();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(
+            text.contains(&format!("content-length: {length}\r\n")),
+            "{text}"
+        );
+        client.buffer.clear();
     }
-    let text = String::from_utf8_lossy(&client.buffer).to_string();
-    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
-    assert!(text.contains("content-length: 0\r\n"), "{text}");
-    client.buffer.clear();
-    client.send(&post("/after", "a")).await;
-    assert_eq!(client.answer().await.body, "a");
+    // No body followed: the next answer starts right away.
+    client
+        .send(b"POST /after HTTP/1.1\r\ncontent-length: 0\r\n\r\n")
+        .await;
+    let answer = client.answer().await;
+    assert_eq!(answer.body, "hello");
 }
 
 /// A handler answering with a stream the test feeds; `dropped` tells
@@ -525,4 +561,99 @@ async fn a_handler_that_says_close_gets_the_connection_closed() {
     assert_eq!(answer.body, "bye");
     assert_eq!(answer.headers[header::CONNECTION], "close");
     assert!(client.closed().await);
+}
+
+#[tokio::test]
+async fn no_100_continue_is_sent_when_the_answer_comes_without_reading_the_body() {
+    let handler = TestHandler(Arc::new(|_request: Request<Body>| {
+        Box::pin(async { refusal(StatusCode::UNAUTHORIZED, "no key") })
+    }));
+    let (address, _closing) = server(handler).await;
+    let mut client = Client::connect(address).await;
+    client
+        .send(b"POST /e HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 1000000\r\n\r\n")
+        .await;
+    assert!(client.more().await);
+    assert!(
+        client.buffer.starts_with(b"HTTP/1.1 401 "),
+        "{:?}",
+        client.buffer
+    );
+}
+
+#[tokio::test]
+async fn chunked_request_bodies_must_end_their_lines_in_crlf() {
+    let (address, _closing) = server(echo()).await;
+    for body in [
+        &b"5\nhello\r\n0\r\n\r\n"[..],
+        b"5\r\r\nhello\r\n0\r\n\r\n",
+        b"5\r\nhello\n0\r\n\r\n",
+    ] {
+        let mut client = Client::connect(address).await;
+        let mut request = b"POST /c HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+        request.extend_from_slice(body);
+        client.send(&request).await;
+        let answer = client.answer().await;
+        assert!(answer.body.starts_with(b"body error"), "{:?}", answer.body);
+        // Where the next request would start is unknown: no reuse.
+        assert!(client.closed().await);
+    }
+}
+
+#[tokio::test]
+async fn a_split_http2_preface_is_still_recognised() {
+    let (address, _closing) = server(echo()).await;
+    let mut tcp = TcpStream::connect(address).await.unwrap();
+    tcp.write_all(b"PRI * HTTP/2").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(Rest(tcp)))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = Request::post("http://x/split")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+/// A socket whose first 12 bytes of the HTTP/2 preface were sent already:
+/// hyper's client writes the whole preface, so its first 12 bytes are
+/// dropped on the way.
+struct Rest(TcpStream);
+
+impl AsyncRead for Rest {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rest {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        // The preface is the first write hyper makes.
+        if buf.starts_with(b"PRI * HTTP/2") {
+            let skipped = 12;
+            return Pin::new(&mut self.0)
+                .poll_write(cx, &buf[skipped..])
+                .map(|written| written.map(|n| n + skipped));
+        }
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
 }
