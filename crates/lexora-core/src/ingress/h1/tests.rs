@@ -339,7 +339,11 @@ async fn head_requests_get_the_length_and_no_body() {
 fn streaming() -> (TestHandler, mpsc::UnboundedReceiver<StreamFeed>) {
     let (feeds, receiver) = mpsc::unbounded_channel();
     let handler = TestHandler(Arc::new(move |_request: Request<Body>| {
-        let (sender, events) = mpsc::unbounded_channel::<Bytes>();
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let events = Channel {
+            receiver,
+            wanted: None,
+        };
         let dropped = Arc::new(AtomicBool::new(false));
         let _ = feeds.send(StreamFeed {
             sender,
@@ -357,12 +361,21 @@ fn streaming() -> (TestHandler, mpsc::UnboundedReceiver<StreamFeed>) {
 }
 
 struct StreamFeed {
-    sender: mpsc::UnboundedSender<Bytes>,
+    sender: mpsc::UnboundedSender<io::Result<Bytes>>,
     dropped: Arc<AtomicBool>,
 }
 
+impl StreamFeed {
+    fn event(&self, text: &'static str) {
+        self.sender
+            .send(Ok(Bytes::from_static(text.as_bytes())))
+            .unwrap();
+    }
+}
+
+/// The stream's events, and a flag raised when the server drops it.
 struct Stream {
-    events: mpsc::UnboundedReceiver<Bytes>,
+    events: Channel,
     dropped: Arc<AtomicBool>,
 }
 
@@ -374,9 +387,7 @@ impl http_body::Body for Stream {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        self.events
-            .poll_recv(cx)
-            .map(|event| event.map(|event| Ok(Frame::data(event))))
+        Pin::new(&mut self.events).poll_frame(cx)
     }
 }
 
@@ -386,26 +397,28 @@ impl Drop for Stream {
     }
 }
 
-#[tokio::test]
-async fn a_streamed_answer_is_chunked_and_each_event_leaves_when_it_comes() {
+/// A client whose stream has started: its first event, `data: one`, has
+/// arrived (before the stream's end).
+async fn started_stream() -> (Client, StreamFeed) {
     let (handler, mut feeds) = streaming();
     let (address, _closing) = server(handler).await;
     let mut client = Client::connect(address).await;
     client.send(&post("/v1/chat/completions", "{}")).await;
     let feed = feeds.recv().await.unwrap();
-    feed.sender
-        .send(Bytes::from_static(b"data: one\n\n"))
-        .unwrap();
-    // The head and the first event arrive before the stream ends.
+    feed.event("data: one\n\n");
     while !client.buffer.ends_with(b"data: one\n\n\r\n") {
         assert!(client.more().await);
     }
+    (client, feed)
+}
+
+#[tokio::test]
+async fn a_streamed_answer_is_chunked_and_each_event_leaves_when_it_comes() {
+    let (mut client, feed) = started_stream().await;
     let text = String::from_utf8_lossy(&client.buffer).to_string();
     assert!(text.contains("transfer-encoding: chunked\r\n"), "{text}");
     assert!(text.ends_with("\r\n\r\nB\r\ndata: one\n\n\r\n"), "{text}");
-    feed.sender
-        .send(Bytes::from_static(b"data: two\n\n"))
-        .unwrap();
+    feed.event("data: two\n\n");
     drop(feed.sender);
     let answer = client.answer().await;
     assert_eq!(answer.body, "data: one\n\ndata: two\n\n");
@@ -414,17 +427,7 @@ async fn a_streamed_answer_is_chunked_and_each_event_leaves_when_it_comes() {
 
 #[tokio::test]
 async fn a_client_that_goes_away_mid_stream_drops_the_stream() {
-    let (handler, mut feeds) = streaming();
-    let (address, _closing) = server(handler).await;
-    let mut client = Client::connect(address).await;
-    client.send(&post("/v1/chat/completions", "{}")).await;
-    let feed = feeds.recv().await.unwrap();
-    feed.sender
-        .send(Bytes::from_static(b"data: one\n\n"))
-        .unwrap();
-    while !client.buffer.ends_with(b"data: one\n\n\r\n") {
-        assert!(client.more().await);
-    }
+    let (client, feed) = started_stream().await;
     drop(client);
     for _ in 0..500 {
         if feed.dropped.load(Ordering::SeqCst) {
@@ -486,9 +489,7 @@ async fn closing_ends_idle_connections_and_lets_a_request_in_progress_finish() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     closing.cancel();
     assert!(idle.closed().await);
-    feed.sender
-        .send(Bytes::from_static(b"data: last\n\n"))
-        .unwrap();
+    feed.event("data: last\n\n");
     drop(feed.sender);
     assert_eq!(busy.answer().await.body, "data: last\n\n");
     assert!(busy.closed().await);
