@@ -45,6 +45,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::io::poll_read_buf;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::error_json;
@@ -260,13 +261,7 @@ impl Connection {
     /// Reads what the socket has into the read buffer, waiting for it if
     /// need be. `0`: the client closed its side.
     async fn fill(&mut self) -> io::Result<usize> {
-        self.read.reserve(READ_SIZE);
-        loop {
-            match self.tcp.try_read_buf(&mut self.read) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.tcp.readable().await?,
-                read => return read,
-            }
-        }
+        poll_fn(|cx| self.poll_fill(cx)).await
     }
 
     /// The request to hand to the service, and its body if the rest of it
@@ -351,16 +346,13 @@ impl Connection {
         }
     }
 
-    /// Reads into the read buffer once the socket is readable.
+    /// Reads into the read buffer once the socket is readable. Through
+    /// tokio's `AsyncRead`, which takes a read shorter than the room given
+    /// to mean the socket is drained: watching the client after a request
+    /// then costs no read that only says "would block".
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.tcp.poll_read_ready(cx))?;
-            self.read.reserve(READ_SIZE);
-            match self.tcp.try_read_buf(&mut self.read) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                read => return Poll::Ready(read),
-            }
-        }
+        self.read.reserve(READ_SIZE);
+        poll_read_buf(Pin::new(&mut self.tcp), cx, &mut self.read)
     }
 
     /// Pending while the client stays connected (registered to be woken
