@@ -343,6 +343,43 @@ for t in targets:
               + " | ".join(fmt(v / 1024, 1) for v in r["after_round"]) + " |")
 md.append("\n(direct = the mock engine. Memory over a 1-million-request run: `scripts/bench.sh --soak`, "
           "[`soak.md`](soak.md).)\n")
+# --- host noise: the same two programs measured in every round -----------------
+noise_columns = [
+    ("direct: p99 at 1 conn, µs", "direct", "c1", ("latency_us", "p99")),
+    ("direct: stream TTFT p99, µs", "direct", "stream", ("ttft_us", "p99")),
+    ("direct: chunk delay p99, µs", "direct", "stream", ("event_delay_us", "p99")),
+    ("nginx: req/s at 64 conns", "nginx", "c64", ("achieved_rps",)),
+    ("nginx: CPU µs/req at 64 conns", "nginx", "c64", None),
+]
+noise_rows = []
+for label, target, scenario, keys in noise_columns:
+    if target not in targets:
+        continue
+    per_round = []
+    for r in range(1, rounds + 1):
+        path = os.path.join(work, "raw", f"{target}.{scenario}.{r}.json")
+        run = json.load(open(path)) if os.path.exists(path) else None
+        if run is None:
+            per_round.append(None)
+        elif keys is None:
+            per_round.append(cpu_us_per_request(run))
+        else:
+            per_round.append(get(run, *keys))
+    noise_rows.append((label, per_round))
+if noise_rows and rounds > 1 and not smoke:
+    md.append("## Host noise: the references, round by round\n")
+    md.append("| measurement | " + " | ".join(f"round {r}" for r in range(1, rounds + 1)) + " | max ÷ min |")
+    md.append("|---|" + "---|" * (rounds + 1))
+    for label, values in noise_rows:
+        known = [v for v in values if v]
+        spread = f"{max(known) / min(known):.2f}" if len(known) > 1 else "–"
+        md.append(f"| {label} | " + " | ".join(fmt(v, 1 if 'CPU' in label else 0) for v in values)
+                  + f" | {spread} |")
+    md.append("\n(The same programs doing the same work in every round: what moves between rounds "
+              "here is the machine's environment (on a VM, the host's other load), not the targets. "
+              "A median over rounds survives one disturbed round; when several rounds moved, "
+              "compare targets within this run only, and tails least of all.)\n")
+
 if checks:
     md.append("## Issue 6 targets (Lexora with every policy on, vs nginx in this run)\n")
     md.append("| target | " + " | ".join(f"{t}: measured | limit | holds" for t in lexoras) + " |")
