@@ -10,6 +10,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use http::header::HeaderMap;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::head::chunk_size;
 use super::*;
 
 type Call = dyn Fn(Request<Body>) -> BoxFuture<'static, Response> + Send + Sync;
