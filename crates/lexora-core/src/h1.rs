@@ -140,10 +140,9 @@ fn build(
             chunked = last.eq_ignore_ascii_case(b"chunked");
             other_coding = !chunked;
         } else if name == header::CONNECTION {
-            for token in tokens(value.as_bytes()) {
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-            }
+            let (says_close, says_keep_alive) = connection_options(std::iter::once(&value));
+            close |= says_close;
+            keep_alive |= says_keep_alive;
         }
         headers.append(name, value);
     }
@@ -179,6 +178,20 @@ fn build(
         body,
         keep_alive,
     })
+}
+
+/// Whether `connection` header values say `close`, and `keep-alive`.
+pub(crate) fn connection_options<'a>(
+    values: impl IntoIterator<Item = &'a HeaderValue>,
+) -> (bool, bool) {
+    let (mut close, mut keep_alive) = (false, false);
+    for value in values {
+        for token in tokens(value.as_bytes()) {
+            close |= token.eq_ignore_ascii_case(b"close");
+            keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+        }
+    }
+    (close, keep_alive)
 }
 
 /// The comma-separated tokens of a header value, trimmed.

@@ -195,22 +195,13 @@ pub(super) fn refusal(status: StatusCode, message: &str) -> Response {
 
 /// Whether the handler's answer says `connection: close`.
 pub(super) fn asks_to_close(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .any(|value| h1::tokens(value.as_bytes()).any(|token| token.eq_ignore_ascii_case(b"close")))
+    h1::connection_options(headers.get_all(header::CONNECTION)).0
 }
 
 /// Whether the client lets the connection carry more requests:
 /// HTTP/1.1 unless it says `close`; HTTP/1.0 only if it says `keep-alive`.
 pub(super) fn request_keeps_alive(request: &Request<Body>) -> bool {
-    let (mut close, mut keep_alive) = (false, false);
-    for value in request.headers().get_all(header::CONNECTION) {
-        for token in h1::tokens(value.as_bytes()) {
-            close |= token.eq_ignore_ascii_case(b"close");
-            keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-        }
-    }
+    let (close, keep_alive) = h1::connection_options(request.headers().get_all(header::CONNECTION));
     !close && (request.version() == Version::HTTP_11 || keep_alive)
 }
 
