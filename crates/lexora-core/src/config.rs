@@ -75,6 +75,11 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// How long the runtime keeps polling after a request (`None`: off).
     pub busy_poll: Option<Duration>,
+    /// How long a client connection may wait for a request (`None`: no
+    /// limit).
+    pub idle_timeout: Option<Duration>,
+    /// How long a client may leave its answer unread (`None`: no limit).
+    pub send_timeout: Option<Duration>,
     /// `listen_v4` and `listen_v6`; when any is set, these are the
     /// listeners instead of `host:port`.
     pub listen: Vec<std::net::SocketAddr>,

@@ -148,7 +148,16 @@ async fn accept(
         };
         // Small SSE chunks must leave at once, not wait for Nagle.
         let _ = tcp.set_nodelay(true);
-        connections.spawn(h1::serve(tcp, service.clone(), closing.clone()));
+        // Read per connection: a reload applies to the next ones.
+        let limits = {
+            let runtime = service.gateway.runtime();
+            let server = &runtime.config.server;
+            h1::Limits {
+                idle: server.idle_timeout,
+                send: server.send_timeout,
+            }
+        };
+        connections.spawn(h1::serve(tcp, service.clone(), closing.clone(), limits));
     }
 }
 

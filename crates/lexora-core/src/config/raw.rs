@@ -74,6 +74,12 @@ pub struct RawServer {
     /// Microseconds the runtime keeps polling its sockets after a request
     /// arrives instead of sleeping (0: never); read at start.
     pub busy_poll_us: u64,
+    /// Seconds a client connection may wait for its next request before
+    /// it is closed (0: no limit).
+    pub idle_timeout: f64,
+    /// Seconds a client may leave its answer unread before it is dropped
+    /// (0: no limit).
+    pub send_timeout: f64,
     /// An IPv4 address to listen on, e.g. `"127.0.0.1:7777"` (seed 004);
     /// with `listen_v6`, replaces `host`/`port`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -91,6 +97,8 @@ impl Default for RawServer {
             max_body_size: 32 * 1024 * 1024,
             shutdown_grace: 30.0,
             busy_poll_us: 0,
+            idle_timeout: 75.0,
+            send_timeout: 60.0,
             listen_v4: None,
             listen_v6: None,
         }

@@ -61,6 +61,8 @@ fn defaults_match_seed_000() {
     assert_eq!(config.server.host, "0.0.0.0");
     assert_eq!(config.server.port, 8001);
     assert_eq!(config.server.busy_poll, None, "busy polling is opt-in");
+    assert_eq!(config.server.idle_timeout, Some(Duration::from_secs(75)));
+    assert_eq!(config.server.send_timeout, Some(Duration::from_secs(60)));
     assert_eq!(config.backends.len(), 1);
     let vllm = &config.backends[0];
     assert_eq!(vllm.name, "vllm");
@@ -201,6 +203,23 @@ fn unknown_env_key_names_variable() {
 }
 
 #[test]
+fn connection_time_limits_take_seconds_and_zero_turns_them_off() {
+    let config = load_with(
+        None,
+        &[
+            ("LEXORA_SERVER__IDLE_TIMEOUT", "0"),
+            ("LEXORA_SERVER__SEND_TIMEOUT", "2.5"),
+        ],
+    )
+    .expect("loads");
+    assert_eq!(config.server.idle_timeout, None);
+    assert_eq!(
+        config.server.send_timeout,
+        Some(Duration::from_millis(2500))
+    );
+}
+
+#[test]
 fn out_of_range_port_is_rejected() {
     let (_dir, path) = write_yaml("server:\n  port: 70000\n");
     let text = error_text(load_with(Some(&path), &[]));
@@ -260,6 +279,8 @@ fn bad_values_name_their_keys() {
         ("retry:\n  max_attempts: 0\n", "retry.max_attempts"),
         ("server:\n  max_body_size: 0\n", "server.max_body_size"),
         ("server:\n  busy_poll_us: 20000\n", "server.busy_poll_us"),
+        ("server:\n  idle_timeout: -1\n", "server.idle_timeout"),
+        ("server:\n  send_timeout: .nan\n", "server.send_timeout"),
         (
             "backends:\n  a:\n    url: http://x\n    models:\n      - name: ''\n",
             "backends.a.models[0].name",

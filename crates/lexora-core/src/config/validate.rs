@@ -68,6 +68,16 @@ impl Checker<'_> {
         Duration::try_from_secs_f64(value).map_err(|e| self.fail(key, e.to_string()))
     }
 
+    /// A number of seconds where zero means no limit.
+    pub(super) fn optional_seconds(
+        &self,
+        key: &str,
+        value: f64,
+    ) -> Result<Option<Duration>, ConfigError> {
+        let value = self.non_negative(key, value)?;
+        Ok((value > 0.0).then(|| Duration::from_secs_f64(value)))
+    }
+
     /// Zero or more, and small enough to be a duration or a rate without
     /// overflowing anything downstream.
     pub(super) fn non_negative(&self, key: &str, value: f64) -> Result<f64, ConfigError> {
@@ -117,6 +127,8 @@ pub(super) fn validate(raw: RawConfig, layers: &Layers) -> Result<Config, Config
             check.non_negative("server.shutdown_grace", raw.server.shutdown_grace)?,
         ),
         busy_poll: busy_poll(&check, raw.server.busy_poll_us)?,
+        idle_timeout: check.optional_seconds("server.idle_timeout", raw.server.idle_timeout)?,
+        send_timeout: check.optional_seconds("server.send_timeout", raw.server.send_timeout)?,
         listen: listen_addresses(&check, &raw.server)?,
     };
 

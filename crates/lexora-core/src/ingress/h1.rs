@@ -22,7 +22,7 @@
 //!
 //! A connection that opens with the HTTP/2 preface is handed to hyper.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,7 +41,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::io::poll_read_buf;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, PollSender};
 
 use crate::h1::{self, Framing, Piece};
 
@@ -63,15 +63,30 @@ const WRITE_HIGH: usize = 64 * 1024;
 /// of being copied behind the head.
 const COPY_MAX: usize = 16 * 1024;
 /// How long a client may take to send the rest of a head it has started.
-/// (Idle keep-alive connections wait for their next request unbounded, as
-/// with hyper before.)
 const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// Request-body pieces passed to the handler and not yet read by it; past
+/// this the connection stops reading the socket until it reads (a piece is
+/// at most what one read brought, a few KiB).
+const BODY_QUEUE: usize = 8;
 /// How long a closing connection reads what the client still sends, at
 /// most and without anything arriving.
 const LINGER: Duration = Duration::from_secs(5);
 const LINGER_QUIET: Duration = Duration::from_secs(1);
 /// What an HTTP/2 connection with prior knowledge starts with.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
+/// The time limits of a client connection (`server.idle_timeout` and
+/// `server.send_timeout`); `None` is no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Limits {
+    /// How long a connection may stay open without a request: before its
+    /// first one and between keep-alive requests.
+    pub(super) idle: Option<Duration>,
+    /// How long a client may leave its answer unread (the socket's send
+    /// buffer full) before the connection is dropped, the engine's stream
+    /// with it.
+    pub(super) send: Option<Duration>,
+}
 
 /// What answers each request of a connection: cheap to clone, one per
 /// connection.
@@ -80,19 +95,26 @@ pub(super) trait Handler: Clone + Send + Sync + 'static {
     fn call(&self, request: Request<Body>) -> BoxFuture<'static, Response>;
 }
 
-/// Serves one client connection until it closes, fails, or `closing`
-/// fires while it is idle (a request in progress is answered first, then
-/// the connection closes).
-pub(super) async fn serve(tcp: TcpStream, service: impl Handler, closing: CancellationToken) {
+/// Serves one client connection until it closes, fails, stays idle past
+/// `limits.idle`, or `closing` fires while it is idle (a request in
+/// progress is answered first, then the connection closes).
+pub(super) async fn serve(
+    tcp: TcpStream,
+    service: impl Handler,
+    closing: CancellationToken,
+    limits: Limits,
+) {
     let mut conn = Connection {
         tcp,
         read: BytesMut::with_capacity(READ_SIZE),
         write: Vec::with_capacity(1024),
         written: 0,
+        send_timeout: limits.send,
     };
+    let mut idle = limits.idle.map(IdleTimer::new);
     let mut first = true;
     loop {
-        let head = match conn.read_head(&closing, first).await {
+        let head = match conn.read_head(&closing, idle.as_mut(), first).await {
             Ok(Some(Ok(head))) => head,
             Ok(Some(Err(Refusal::Http2))) => return h2::serve(conn, service, closing).await,
             Ok(Some(Err(Refusal::Bad(status, message)))) => {
@@ -146,10 +168,46 @@ pub(super) async fn serve(tcp: TcpStream, service: impl Handler, closing: Cancel
     }
 }
 
+/// Ends a connection that waits for a request longer than its limit.
+///
+/// Arming a timer for every wait would cost two locked updates of the
+/// runtime's timer wheel per request; this one is re-armed only when it
+/// fires early, at most once per `limit`, and a wake-up it brings while a
+/// request is being served is ignored.
+struct IdleTimer {
+    limit: Duration,
+    /// When the connection last started to wait for a request.
+    since: Instant,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleTimer {
+    fn new(limit: Duration) -> Self {
+        let since = Instant::now();
+        Self {
+            limit,
+            since,
+            timer: Box::pin(tokio::time::sleep_until(since + limit)),
+        }
+    }
+
+    /// Ready once the connection has waited `limit` since [`Self::since`].
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            ready!(self.timer.as_mut().poll(cx));
+            let deadline = self.since + self.limit;
+            if Instant::now() >= deadline {
+                return Poll::Ready(());
+            }
+            self.timer.as_mut().reset(deadline);
+        }
+    }
+}
+
 /// A request body still arriving, fed to the handler through a channel.
 struct Incoming {
     framing: Framing,
-    sender: mpsc::UnboundedSender<io::Result<Bytes>>,
+    sender: PollSender<io::Result<Bytes>>,
     /// Set when the handler first reads the body, for a client waiting
     /// for `100 Continue` before it sends the body; `None` once sent (or
     /// when the client does not wait).
@@ -172,16 +230,23 @@ struct Connection {
     /// Bytes to write, from `written` on.
     write: Vec<u8>,
     written: usize,
+    /// [`Limits::send`].
+    send_timeout: Option<Duration>,
 }
 
 impl Connection {
     /// Reads the next request head. `None`: the client closed the
-    /// connection between requests, or `closing` fired while it was idle.
+    /// connection between requests, it stayed idle too long, or `closing`
+    /// fired while it was idle.
     async fn read_head(
         &mut self,
         closing: &CancellationToken,
+        mut idle: Option<&mut IdleTimer>,
         first: bool,
     ) -> io::Result<Option<Result<Head, Refusal>>> {
+        if let Some(idle) = idle.as_deref_mut() {
+            idle.since = Instant::now();
+        }
         let mut deadline = None;
         loop {
             if !self.read.is_empty() {
@@ -201,9 +266,17 @@ impl Connection {
                 if closing.is_cancelled() {
                     return Ok(None);
                 }
+                let expired = poll_fn(|cx| match idle.as_deref_mut() {
+                    Some(idle) => idle.poll_expired(cx),
+                    None => Poll::Pending,
+                });
                 tokio::select! {
                     read = self.fill() => read?,
                     () = closing.cancelled() => return Ok(None),
+                    () = expired => {
+                        tracing::debug!("closing a connection idle past server.idle_timeout");
+                        return Ok(None);
+                    }
                 }
             } else {
                 let deadline = *deadline.get_or_insert_with(|| Instant::now() + HEAD_TIMEOUT);
@@ -243,7 +316,7 @@ impl Connection {
             let bytes = self.read.split_to(length).freeze();
             return (request.map(|()| Body::from(bytes)), None);
         }
-        let (sender, receiver) = mpsc::unbounded_channel();
+        let (sender, receiver) = mpsc::channel(BODY_QUEUE);
         // The client waits for `100 Continue` only if it asked to: the
         // interim answer goes once the handler wants the body, so one that
         // refuses the request first (no key, too long) is not sent it.
@@ -254,7 +327,7 @@ impl Connection {
         });
         let incoming = Incoming {
             framing: body_framing,
-            sender,
+            sender: PollSender::new(sender),
             wanted,
         };
         (request.map(|()| body), Some(incoming))
@@ -276,30 +349,35 @@ impl Connection {
             return Poll::Ready(Fed::Gone);
         }
         loop {
-            if incoming.sender.is_closed() {
+            // Room for the next piece first: a handler that does not read
+            // the body holds the client back instead of filling memory.
+            if ready!(incoming.sender.poll_reserve(cx)).is_err() {
                 return Poll::Ready(Fed::Abandoned);
             }
             match incoming.framing.next(&mut self.read) {
                 Ok(Piece::Data(data)) => {
-                    if incoming.sender.send(Ok(data)).is_err() {
+                    if incoming.sender.send_item(Ok(data)).is_err() {
                         return Poll::Ready(Fed::Abandoned);
                     }
                 }
-                Ok(Piece::End) => return Poll::Ready(Fed::Whole),
+                Ok(Piece::End) => {
+                    incoming.sender.abort_send();
+                    return Poll::Ready(Fed::Whole);
+                }
                 Ok(Piece::More) => match ready!(self.poll_fill(cx)) {
                     Ok(0) => {
                         let error = io::Error::new(
                             io::ErrorKind::UnexpectedEof,
                             "the client closed the connection before the end of its body",
                         );
-                        let _ = incoming.sender.send(Err(error));
+                        let _ = incoming.sender.send_item(Err(error));
                         return Poll::Ready(Fed::Gone);
                     }
                     Ok(_) => {}
                     Err(_) => return Poll::Ready(Fed::Gone),
                 },
                 Err(e) => {
-                    let _ = incoming.sender.send(Err(e));
+                    let _ = incoming.sender.send_item(Err(e));
                     return Poll::Ready(Fed::Abandoned);
                 }
             }
@@ -479,9 +557,25 @@ impl Connection {
     /// Writes the whole write buffer.
     async fn flush(&mut self) -> io::Result<()> {
         while !self.try_flush()? {
-            self.tcp.writable().await?;
+            self.writable().await?;
         }
         Ok(())
+    }
+
+    /// Waits until the socket takes more, for [`Limits::send`] at most.
+    async fn writable(&self) -> io::Result<()> {
+        let Some(limit) = self.send_timeout else {
+            return self.tcp.writable().await;
+        };
+        match tokio::time::timeout(limit, self.tcp.writable()).await {
+            Ok(writable) => writable,
+            Err(_) => {
+                tracing::debug!(
+                    "dropping a client that left its answer unread past server.send_timeout"
+                );
+                Err(io::ErrorKind::TimedOut.into())
+            }
+        }
     }
 
     /// Writes the write buffer, then `data`, without copying `data`.
@@ -501,7 +595,7 @@ impl Connection {
                     self.written += from_buffer;
                     data = &data[n - from_buffer..];
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.tcp.writable().await?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable().await?,
                 Err(e) => return Err(e),
             }
         }
@@ -542,7 +636,7 @@ enum Step {
 
 /// A request body arriving after its head, as the connection reads it.
 struct Channel {
-    receiver: mpsc::UnboundedReceiver<io::Result<Bytes>>,
+    receiver: mpsc::Receiver<io::Result<Bytes>>,
     /// Told on the first read (see [`Incoming::wanted`]).
     wanted: Option<Arc<AtomicBool>>,
 }

@@ -157,6 +157,44 @@ async fn client_disconnect_cancels_the_upstream_stream() {
 }
 
 #[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_after_the_send_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // As fast as the engine can: far more than the sockets between hold.
+    let engine = mock(&["--chunks", "2000000"]);
+    let gw = gateway_for(&engine, "server:\n  send_timeout: 0.5\n");
+    let address = gw.url.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let body = json!({"model": "m1", "messages": [], "stream": true}).to_string();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(request.as_bytes()).await.expect("send");
+    let mut start = [0; 1024];
+    let read = tcp.read(&mut start).await.expect("read");
+    assert!(
+        start[..read].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&start[..read])
+    );
+    // The client reads nothing more and keeps the connection open: the
+    // gateway gives up on it, and the engine's stream is cancelled long
+    // before the request's own 120 s timeout.
+    let dropped = eventually(Duration::from_secs(15), || async {
+        let stats = get_json(&format!("{}/mock/stats", engine.url)).await;
+        stats["cancelled_streams"] == 1 && stats["active_streams"] == 0
+    })
+    .await;
+    assert!(
+        dropped,
+        "the engine kept generating for a client that stopped reading"
+    );
+    drop(tcp);
+}
+
+#[tokio::test]
 async fn engine_failure_mid_stream_ends_with_an_error_event() {
     let engine = mock(&["--chunks", "10"]);
     let gw = gateway_for(&engine, "");

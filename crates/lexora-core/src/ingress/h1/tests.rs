@@ -49,13 +49,22 @@ fn echo() -> TestHandler {
 /// A server on a free port serving `handler`; cancelling the token closes
 /// its connections gracefully.
 async fn server(handler: TestHandler) -> (SocketAddr, CancellationToken) {
+    let no_limits = Limits {
+        idle: None,
+        send: None,
+    };
+    server_with(handler, no_limits).await
+}
+
+/// [`server`] with time limits.
+async fn server_with(handler: TestHandler, limits: Limits) -> (SocketAddr, CancellationToken) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let closing = CancellationToken::new();
     let token = closing.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(serve(tcp, handler.clone(), token.clone()));
+            tokio::spawn(serve(tcp, handler.clone(), token.clone(), limits));
         }
     });
     (address, closing)
@@ -344,7 +353,7 @@ async fn head_requests_get_the_length_and_no_body() {
 fn streaming() -> (TestHandler, mpsc::UnboundedReceiver<StreamFeed>) {
     let (feeds, receiver) = mpsc::unbounded_channel();
     let handler = TestHandler(Arc::new(move |_request: Request<Body>| {
-        let (sender, receiver) = mpsc::unbounded_channel();
+        let (sender, receiver) = mpsc::channel(64);
         let events = Channel {
             receiver,
             wanted: None,
@@ -366,14 +375,14 @@ fn streaming() -> (TestHandler, mpsc::UnboundedReceiver<StreamFeed>) {
 }
 
 struct StreamFeed {
-    sender: mpsc::UnboundedSender<io::Result<Bytes>>,
+    sender: mpsc::Sender<io::Result<Bytes>>,
     dropped: Arc<AtomicBool>,
 }
 
 impl StreamFeed {
     fn event(&self, text: &'static str) {
         self.sender
-            .send(Ok(Bytes::from_static(text.as_bytes())))
+            .try_send(Ok(Bytes::from_static(text.as_bytes())))
             .unwrap();
     }
 }
@@ -662,4 +671,135 @@ impl AsyncWrite for Rest {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_shutdown(cx)
     }
+}
+
+/// Waits up to 5 s for `flag`.
+async fn raised(flag: &AtomicBool) -> bool {
+    for _ in 0..500 {
+        if flag.load(Ordering::SeqCst) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_connection_idle_past_its_limit_is_closed_and_requests_keep_it_open() {
+    let limits = Limits {
+        idle: Some(Duration::from_millis(300)),
+        send: None,
+    };
+    let (address, _closing) = server_with(echo(), limits).await;
+    // Requests 150 ms apart keep the connection for well past the limit:
+    // only the wait for each request counts.
+    let mut client = Client::connect(address).await;
+    for i in 0..6 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        client.send(&post("/again", &i.to_string())).await;
+        assert_eq!(client.answer().await.body, i.to_string());
+    }
+    let waited = Instant::now();
+    assert!(client.closed().await);
+    let waited = waited.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "closed after {waited:?} idle"
+    );
+    // A client that never sends a request is closed too.
+    let mut silent = Client::connect(address).await;
+    assert!(silent.closed().await);
+}
+
+/// An answer that never ends, as fast as the client takes it; `dropped`
+/// tells when the server let go of it.
+struct Endless {
+    dropped: Arc<AtomicBool>,
+}
+
+impl http_body::Body for Endless {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        static DATA: [u8; 8192] = [b'x'; 8192];
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&DATA)))))
+    }
+}
+
+impl Drop for Endless {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_with_its_stream() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&dropped);
+    let handler = TestHandler(Arc::new(move |_request: Request<Body>| {
+        let body = Endless {
+            dropped: Arc::clone(&flag),
+        };
+        Box::pin(async move { Response::new(Body::new(body)) })
+    }));
+    let limits = Limits {
+        idle: None,
+        send: Some(Duration::from_millis(300)),
+    };
+    let (address, _closing) = server_with(handler, limits).await;
+    let mut client = Client::connect(address).await;
+    client.send(&post("/v1/chat/completions", "{}")).await;
+    // The client reads the start of its answer, then nothing more.
+    assert!(client.more().await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!dropped.load(Ordering::SeqCst), "dropped before the limit");
+    assert!(
+        raised(&dropped).await,
+        "the stream was kept for a client that stopped reading"
+    );
+}
+
+#[tokio::test]
+async fn a_handler_that_does_not_read_the_body_holds_the_client_back() {
+    let (go_tx, go) = oneshot::channel::<()>();
+    let go = Arc::new(std::sync::Mutex::new(Some(go)));
+    let handler = TestHandler(Arc::new(move |request: Request<Body>| {
+        let go = go.lock().unwrap().take();
+        Box::pin(async move {
+            if let Some(go) = go {
+                let _ = go.await;
+            }
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            Response::new(Body::from(body.len().to_string()))
+        })
+    }));
+    let (address, _closing) = server(handler).await;
+    let mut client = Client::connect(address).await;
+    const LENGTH: usize = 64 << 20;
+    let mut request =
+        format!("POST /big HTTP/1.1\r\nhost: x\r\ncontent-length: {LENGTH}\r\n\r\n").into_bytes();
+    request.resize(request.len() + LENGTH, b'x');
+    let (reading, mut writing) = client.tcp.into_split();
+    let sending = tokio::spawn(async move {
+        writing.write_all(&request).await.unwrap();
+        writing
+    });
+    // With the handler not reading, at most a few pieces are queued for
+    // it and the socket's buffers fill: far short of 64 MiB.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !sending.is_finished(),
+        "the whole body was read before the handler wanted it"
+    );
+    go_tx.send(()).unwrap();
+    let writing = tokio::time::timeout(Duration::from_secs(10), sending)
+        .await
+        .expect("the body was taken once the handler read it")
+        .unwrap();
+    client.tcp = reading.reunite(writing).unwrap();
+    assert_eq!(client.answer().await.body, LENGTH.to_string());
 }
