@@ -19,7 +19,9 @@
 # paced at 500 tokens/s (one event per write, so no timing-dependent batching).
 #
 # Environment: REQUESTS (4000), STREAMS (100), OUT (bench), REVISION (git
-# describe; names the code measured), CARGO_TARGET_DIR.
+# describe; names the code measured), PROFILES (a directory to keep the
+# callgrind profiles in, for callgrind_annotate; default: not kept),
+# CARGO_TARGET_DIR.
 # Needs valgrind. Takes ~3-4 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -89,6 +91,7 @@ PY
   kill -TERM "$target"
   wait "$target" || { echo "$name: exited with $?" >&2; cat "$work/$name.$count.valgrind" >&2; exit 1; }
   TOTAL=$(awk '/^(summary|totals):/ {print $2; exit}' "$out")
+  if [ -n "${PROFILES:-}" ]; then mkdir -p "$PROFILES" && cp "$out" "$PROFILES/"; fi
 }
 
 results="$work/results.tsv"

@@ -41,7 +41,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::io::poll_read_buf;
-use tokio_util::sync::{CancellationToken, PollSender};
+use tokio_util::sync::{CancellationToken, PollSender, WaitForCancellationFutureOwned};
 
 use crate::h1::{self, Framing, Piece};
 
@@ -111,10 +111,13 @@ pub(super) async fn serve(
         written: 0,
         send_timeout: limits.send,
     };
-    let mut idle = limits.idle.map(IdleTimer::new);
+    let mut ends = Ends {
+        closed: Box::pin(closing.clone().cancelled_owned()),
+        idle: limits.idle.map(IdleTimer::new),
+    };
     let mut first = true;
     loop {
-        let head = match conn.read_head(&closing, idle.as_mut(), first).await {
+        let head = match conn.read_head(&mut ends, first).await {
             Ok(Some(Ok(head))) => head,
             Ok(Some(Err(Refusal::Http2))) => return h2::serve(conn, service, closing).await,
             Ok(Some(Err(Refusal::Bad(status, message)))) => {
@@ -168,12 +171,38 @@ pub(super) async fn serve(
     }
 }
 
+/// What ends a connection's wait for its next request, besides the
+/// client closing it. Kept for the connection's life: registering with the
+/// shutdown signal and the timer wheel anew for every request would cost
+/// locked updates of both.
+struct Ends {
+    /// Shutdown (`closing` fired).
+    closed: Pin<Box<WaitForCancellationFutureOwned>>,
+    idle: Option<IdleTimer>,
+}
+
+impl Ends {
+    /// Ready when the wait is over.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.closed.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        match &mut self.idle {
+            Some(idle) => {
+                ready!(idle.poll_expired(cx));
+                tracing::debug!("closing a connection idle past server.idle_timeout");
+                Poll::Ready(())
+            }
+            None => Poll::Pending,
+        }
+    }
+}
+
 /// Ends a connection that waits for a request longer than its limit.
 ///
-/// Arming a timer for every wait would cost two locked updates of the
-/// runtime's timer wheel per request; this one is re-armed only when it
-/// fires early, at most once per `limit`, and a wake-up it brings while a
-/// request is being served is ignored.
+/// The timer is re-armed only when it fires early, at most once per
+/// `limit`, and a wake-up it brings while a request is being served is
+/// ignored.
 struct IdleTimer {
     limit: Duration,
     /// When the connection last started to wait for a request.
@@ -240,11 +269,10 @@ impl Connection {
     /// fired while it was idle.
     async fn read_head(
         &mut self,
-        closing: &CancellationToken,
-        mut idle: Option<&mut IdleTimer>,
+        ends: &mut Ends,
         first: bool,
     ) -> io::Result<Option<Result<Head, Refusal>>> {
-        if let Some(idle) = idle.as_deref_mut() {
+        if let Some(idle) = &mut ends.idle {
             idle.since = Instant::now();
         }
         let mut deadline = None;
@@ -263,20 +291,19 @@ impl Connection {
                 }
             }
             let read = if self.read.is_empty() {
-                if closing.is_cancelled() {
-                    return Ok(None);
-                }
-                let expired = poll_fn(|cx| match idle.as_deref_mut() {
-                    Some(idle) => idle.poll_expired(cx),
-                    None => Poll::Pending,
-                });
-                tokio::select! {
-                    read = self.fill() => read?,
-                    () = closing.cancelled() => return Ok(None),
-                    () = expired => {
-                        tracing::debug!("closing a connection idle past server.idle_timeout");
-                        return Ok(None);
+                // A request that has arrived is served even at shutdown
+                // (answered with `connection: close`): closing instead
+                // would leave the client to guess whether it was.
+                let read = poll_fn(|cx| {
+                    if let Poll::Ready(read) = self.poll_fill(cx) {
+                        return Poll::Ready(Some(read));
                     }
+                    ends.poll(cx).map(|()| None)
+                })
+                .await;
+                match read {
+                    Some(read) => read?,
+                    None => return Ok(None),
                 }
             } else {
                 let deadline = *deadline.get_or_insert_with(|| Instant::now() + HEAD_TIMEOUT);
