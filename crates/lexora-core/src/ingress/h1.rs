@@ -119,7 +119,9 @@ pub(super) async fn serve(
     loop {
         let head = match conn.read_head(&mut ends, first).await {
             Ok(Some(Ok(head))) => head,
-            Ok(Some(Err(Refusal::Http2))) => return h2::serve(conn, service, closing).await,
+            Ok(Some(Err(Refusal::Http2))) => {
+                return h2::serve(conn, service, closing, limits.idle).await
+            }
             Ok(Some(Err(Refusal::Bad(status, message)))) => {
                 let response = refusal(status, &message);
                 let _ = conn.respond(response, Answer::refusal()).await;
@@ -427,6 +429,11 @@ impl Connection {
     /// watched, and a close shows when writing fails.
     fn poll_client(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         while self.read.len() < MAX_HEAD {
+            // Asked once per stream event: the readiness alone answers it
+            // without making room in the buffer for a read.
+            if ready!(self.tcp.poll_read_ready(cx)).is_err() {
+                return Poll::Ready(());
+            }
             match ready!(self.poll_fill(cx)) {
                 Ok(0) | Err(_) => return Poll::Ready(()),
                 Ok(_) => {}

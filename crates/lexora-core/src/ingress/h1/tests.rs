@@ -803,3 +803,43 @@ async fn a_handler_that_does_not_read_the_body_holds_the_client_back() {
     client.tcp = reading.reunite(writing).unwrap();
     assert_eq!(client.answer().await.body, LENGTH.to_string());
 }
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_but_not_while_a_request_is_open() {
+    let (handler, mut feeds) = streaming();
+    let limits = Limits {
+        idle: Some(Duration::from_millis(300)),
+        send: None,
+    };
+    let (address, _closing) = server_with(handler, limits).await;
+    let tcp = TcpStream::connect(address).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = Request::post("http://x/v1/chat/completions")
+        .body(http_body_util::Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let feed = feeds.recv().await.unwrap();
+    // A stream open for longer than the limit is not cut.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!connection.is_finished(), "closed while a request was open");
+    feed.event("data: late\n\n");
+    drop(feed.sender);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "data: late\n\n");
+    // Idle from now on: closed once the limit has passed.
+    let idle = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), connection)
+        .await
+        .expect("the idle connection was closed")
+        .unwrap()
+        .ok();
+    assert!(
+        idle.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        idle.elapsed()
+    );
+}
