@@ -22,7 +22,7 @@
 //!
 //! A connection that opens with the HTTP/2 preface is handed to hyper.
 
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,19 +41,23 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::io::poll_read_buf;
-use tokio_util::sync::{CancellationToken, PollSender, WaitForCancellationFutureOwned};
+use tokio_util::sync::{CancellationToken, PollSender};
 
 use crate::h1::{self, Framing, Piece};
 
 mod h2;
 mod head;
+mod limits;
 #[cfg(test)]
 mod tests;
+
+pub(super) use limits::Limits;
 
 use head::{
     asks_to_close, chunk_size, encode_head, parse_head, refusal, request_keeps_alive, Answer, Head,
     Out, Refusal, MAX_HEAD,
 };
+use limits::Ends;
 
 /// Room made in the read buffer before each read.
 const READ_SIZE: usize = 8 * 1024;
@@ -74,19 +78,6 @@ const LINGER: Duration = Duration::from_secs(5);
 const LINGER_QUIET: Duration = Duration::from_secs(1);
 /// What an HTTP/2 connection with prior knowledge starts with.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
-
-/// The time limits of a client connection (`server.idle_timeout` and
-/// `server.send_timeout`); `None` is no limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Limits {
-    /// How long a connection may stay open without a request: before its
-    /// first one and between keep-alive requests.
-    pub(super) idle: Option<Duration>,
-    /// How long a client may leave its answer unread (the socket's send
-    /// buffer full) before the connection is dropped, the engine's stream
-    /// with it.
-    pub(super) send: Option<Duration>,
-}
 
 /// What answers each request of a connection: cheap to clone, one per
 /// connection.
@@ -111,10 +102,7 @@ pub(super) async fn serve(
         written: 0,
         send_timeout: limits.send,
     };
-    let mut ends = Ends {
-        closed: Box::pin(closing.clone().cancelled_owned()),
-        idle: limits.idle.map(IdleTimer::new),
-    };
+    let mut ends = Ends::new(&closing, limits.idle);
     let mut first = true;
     loop {
         let head = match conn.read_head(&mut ends, first).await {
@@ -173,68 +161,6 @@ pub(super) async fn serve(
     }
 }
 
-/// What ends a connection's wait for its next request, besides the
-/// client closing it. Kept for the connection's life: registering with the
-/// shutdown signal and the timer wheel anew for every request would cost
-/// locked updates of both.
-struct Ends {
-    /// Shutdown (`closing` fired).
-    closed: Pin<Box<WaitForCancellationFutureOwned>>,
-    idle: Option<IdleTimer>,
-}
-
-impl Ends {
-    /// Ready when the wait is over.
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.closed.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(());
-        }
-        match &mut self.idle {
-            Some(idle) => {
-                ready!(idle.poll_expired(cx));
-                tracing::debug!("closing a connection idle past server.idle_timeout");
-                Poll::Ready(())
-            }
-            None => Poll::Pending,
-        }
-    }
-}
-
-/// Ends a connection that waits for a request longer than its limit.
-///
-/// The timer is re-armed only when it fires early, at most once per
-/// `limit`, and a wake-up it brings while a request is being served is
-/// ignored.
-struct IdleTimer {
-    limit: Duration,
-    /// When the connection last started to wait for a request.
-    since: Instant,
-    timer: Pin<Box<tokio::time::Sleep>>,
-}
-
-impl IdleTimer {
-    fn new(limit: Duration) -> Self {
-        let since = Instant::now();
-        Self {
-            limit,
-            since,
-            timer: Box::pin(tokio::time::sleep_until(since + limit)),
-        }
-    }
-
-    /// Ready once the connection has waited `limit` since [`Self::since`].
-    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            ready!(self.timer.as_mut().poll(cx));
-            let deadline = self.since + self.limit;
-            if Instant::now() >= deadline {
-                return Poll::Ready(());
-            }
-            self.timer.as_mut().reset(deadline);
-        }
-    }
-}
-
 /// A request body still arriving, fed to the handler through a channel.
 struct Incoming {
     framing: Framing,
@@ -274,9 +200,7 @@ impl Connection {
         ends: &mut Ends,
         first: bool,
     ) -> io::Result<Option<Result<Head, Refusal>>> {
-        if let Some(idle) = &mut ends.idle {
-            idle.since = Instant::now();
-        }
+        ends.waiting();
         let mut deadline = None;
         loop {
             if !self.read.is_empty() {
