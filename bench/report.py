@@ -246,7 +246,7 @@ md = []
 md.append(f"# Lexora benchmark results{' (smoke)' if smoke else ''}\n")
 md.append(f"{machine['date']}; {machine['nproc']} CPUs ({machine['cpu_model']}), "
           f"{(machine['mem_total_kb'] or 0) / 1048576:.0f} GiB, Linux {machine['kernel']}. "
-          f"{settings['pinning']}. {rounds} interleaved round(s), {duration:g} s per measurement "
+          f"{settings['pinning']}. {rounds} round(s), each scenario run on every target in turn before the next, {duration:g} s per measurement "
           f"after {warmup:g} s warm-up; medians over rounds; \"added\" = target median − direct median. "
           "Mock engine: zero delay, 16-token answers. Latency is measured by `lexora-bench` "
           "from the intended send time (open loop: the schedule), so it includes the load "

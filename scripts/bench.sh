@@ -15,9 +15,10 @@
 #                               streams) through Lexora with every policy on,
 #                               RSS sampled along the way -> bench/soak.md (~2 min)
 #
-# Scenarios per target and round: latency at concurrency 1; fixed rates
-# (open loop); 64 connections (wrk); 64-chunk streams at a fixed rate;
-# LONG_STREAMS concurrent long streams (peak RSS, errors); RSS after the round.
+# Scenarios, each run on every target in turn before the next, every round:
+# latency at concurrency 1; fixed rates (open loop); 64-chunk streams at a
+# fixed rate; 64 connections (wrk); LONG_STREAMS concurrent long streams
+# (peak RSS, errors); then each target's RSS after the round.
 #
 # Environment: ROUNDS (3), DURATION (5 s per measurement), WARMUP (1 s),
 # RATES ("100 500 1000 2000"), STREAM_RATE (streams/s, 100), TOKEN_RATE (mock
@@ -233,34 +234,56 @@ json.dump(data, open(path, "w"))
 PY
 }
 
-n=${#TARGETS[@]}
-for r in $(seq "$ROUNDS"); do
-  for i in $(seq 0 $((n - 1))); do
-    # Rotate the order each round so no target always runs first.
-    t=${TARGETS[$(((i + r - 1) % n))]}
-    log "round $r/$ROUNDS: $t"
-    slow=()
-    [ "${SLOW[$t]}" = 1 ] && slow=(--max-inflight 256 --timeout 10)
-    bench "$t" c1 "$r" "${PIDS[$t]}" --url "${URL_M[$t]}/v1/chat/completions" --connections 1
-    for rate in $RATES; do
+# One scenario on one target.
+run_scenario() { # scenario target round
+  local s=$1 t=$2 r=$3 slow=() stream_rate=$STREAM_RATE rate
+  [ "${SLOW[$t]}" = 1 ] && slow=(--max-inflight 256 --timeout 10) && stream_rate=$SLOW_STREAM_RATE
+  case $s in
+    c1) bench "$t" c1 "$r" "${PIDS[$t]}" --url "${URL_M[$t]}/v1/chat/completions" --connections 1 ;;
+    rate*)
+      rate=${s#rate}
       if [ "${SLOW[$t]}" = 1 ] && [ "$rate" -gt "$SLOW_RATE" ]; then
-        DURATION=$SLOW_DURATION WARMUP=0.5 bench "$t" "rate$rate" "$r" "${PIDS[$t]}" \
+        DURATION=$SLOW_DURATION WARMUP=0.5 bench "$t" "$s" "$r" "${PIDS[$t]}" \
           --url "${URL_M[$t]}/v1/chat/completions" --rate "$rate" "${slow[@]}"
       else
-        bench "$t" "rate$rate" "$r" "${PIDS[$t]}" --url "${URL_M[$t]}/v1/chat/completions" \
+        bench "$t" "$s" "$r" "${PIDS[$t]}" --url "${URL_M[$t]}/v1/chat/completions" \
           --rate "$rate" "${slow[@]}"
       fi
+      ;;
+    stream)
+      bench "$t" stream "$r" "${PIDS_S[$t]}" --url "${URL_S[$t]}/v1/chat/completions" --model s --stream \
+        --max-tokens "$STREAM_TOKENS" --rate "$stream_rate" "${slow[@]}"
+      ;;
+    c64)
+      if [ "$SMOKE" = 1 ]; then
+        bench "$t" c64 "$r" "${PIDS[$t]}" --url "${URL_M[$t]}/v1/chat/completions" --connections 64
+      else
+        wrk_run "$t" "$r"
+      fi
+      ;;
+    long) long_run "$t" "$r" ;;
+  esac
+}
+
+# Scenario by scenario, every target back to back: what a target is
+# compared with (direct access, nginx) was measured within the same minute,
+# so a spell of load on the host (they last minutes on this VM) lands on
+# all of them rather than on whichever target ran then.
+SCENARIOS=(c1)
+for rate in $RATES; do SCENARIOS+=("rate$rate"); done
+SCENARIOS+=(stream c64 long)
+n=${#TARGETS[@]}
+for r in $(seq "$ROUNDS"); do
+  for k in "${!SCENARIOS[@]}"; do
+    s=${SCENARIOS[$k]}
+    log "round $r/$ROUNDS: $s"
+    for i in $(seq 0 $((n - 1))); do
+      # Rotate the order with the round and the scenario, so no target
+      # always runs first or always follows the same one.
+      run_scenario "$s" "${TARGETS[$(((i + r - 1 + k) % n))]}" "$r"
     done
-    stream_rate=$STREAM_RATE
-    [ "${SLOW[$t]}" = 1 ] && stream_rate=$SLOW_STREAM_RATE
-    bench "$t" stream "$r" "${PIDS_S[$t]}" --url "${URL_S[$t]}/v1/chat/completions" --model s --stream \
-      --max-tokens "$STREAM_TOKENS" --rate "$stream_rate" "${slow[@]}"
-    if [ "$SMOKE" = 1 ]; then
-      bench "$t" c64 "$r" "${PIDS[$t]}" --url "${URL_M[$t]}/v1/chat/completions" --connections 64
-    else
-      wrk_run "$t" "$r"
-    fi
-    long_run "$t" "$r"
+  done
+  for t in "${TARGETS[@]}"; do
     # shellcheck disable=SC2086
     echo "$t $r $(rss_kb ${PIDS[$t]})" >>"$work/rss_rounds"
   done
