@@ -3,27 +3,37 @@
 //! Every complete answer is read for its token counts. A derived reader
 //! that ignores every other member still has to walk and validate all of
 //! them (the choices' text is most of the body): ~5,000 instructions of a
-//! ~66,000-instruction request. Here strings are skipped with a byte
-//! search for their closing quote, and only the `usage` object itself goes
-//! through serde.
+//! ~66,000-instruction request. Engines write `usage` after the choices,
+//! so it is looked for from the end first: only what follows it is read
+//! to tell that it is a top-level member. Otherwise the answer is walked
+//! from the start, strings skipped with a byte search for their closing
+//! quote. Only the `usage` object itself goes through serde.
 //!
 //! Differences from the derived reader, all on answers no engine sends: a
-//! malformed answer whose `usage` is readable still counts; a repeated
-//! `usage` key counts its first value; a key written with escapes
-//! (`"usag\u0065"`) is not recognised.
+//! malformed answer whose `usage` is readable still counts; of a repeated
+//! `usage` key, the last value counts if it is a top-level member, else the
+//! first; a key written with escapes (`"usag\u0065"`) is not recognised.
 
 use serde::Deserialize;
 
-use super::sse::mentions_usage;
+use std::sync::LazyLock;
+
+use memchr::memmem;
+
 use crate::record::Usage;
+
+const USAGE_KEY: &[u8] = b"\"usage\"";
 
 /// The top-level `usage` member of the JSON object `json`, if it has one
 /// that reads as [`Usage`].
 pub(super) fn of_answer(json: &[u8]) -> Option<Usage> {
-    if !mentions_usage(json) {
-        return None;
-    }
-    let start = top_level_value(json, b"usage")?;
+    static LAST: LazyLock<memmem::FinderRev<'static>> =
+        LazyLock::new(|| memmem::FinderRev::new(USAGE_KEY));
+    let last = LAST.rfind(json)?;
+    let start = match top_level_from_end(json, last) {
+        Some(start) => start,
+        None => top_level_value(json, b"usage")?,
+    };
     let mut reader = serde_json::Deserializer::from_slice(&json[start..]);
     // Reads one value and leaves what follows it alone.
     Option::<Usage>::deserialize(&mut reader).ok().flatten()
@@ -63,6 +73,61 @@ fn top_level_value(json: &[u8], key: &[u8]) -> Option<usize> {
         }
     }
     None
+}
+
+/// Where the value of the member whose key is the `"usage"` at `at`
+/// starts, if that is a member of the top-level object: read back from the
+/// end of `json`, what follows the key must close exactly one container
+/// more than it opens, and that one must be an object. `None` also when
+/// what follows is not valid enough to tell (the caller then reads from the
+/// start).
+fn top_level_from_end(json: &[u8], at: usize) -> Option<usize> {
+    let after = at + USAGE_KEY.len();
+    if escaped(json, at) {
+        // `\"usage"`: the end of a longer string, not a key.
+        return None;
+    }
+    let colon = skip_whitespace(json, after);
+    if json.get(colon) != Some(&b':') {
+        return None;
+    }
+    let last = json.iter().rposition(|b| !b.is_ascii_whitespace())?;
+    if json[last] != b'}' {
+        return None;
+    }
+    let mut depth = 0usize;
+    let mut i = json.len();
+    while i > after {
+        i -= 1;
+        match json[i] {
+            b'}' | b']' => depth += 1,
+            b'{' | b'[' => {
+                // An opener whose closer is not in the text: broken.
+                depth = depth.checked_sub(1).filter(|d| *d >= 1)?;
+            }
+            b'"' if !escaped(json, i) => i = string_start(json, after, i)?,
+            _ => {}
+        }
+    }
+    (depth == 1).then(|| skip_whitespace(json, colon + 1))
+}
+
+/// Whether the byte at `at` follows an odd number of backslashes.
+fn escaped(json: &[u8], at: usize) -> bool {
+    json[..at].iter().rev().take_while(|b| **b == b'\\').count() % 2 == 1
+}
+
+/// The quote, at `floor` or after it, that opens the string closed by the
+/// quote at `close`.
+fn string_start(json: &[u8], floor: usize, close: usize) -> Option<usize> {
+    let mut end = close;
+    loop {
+        let quote = floor + memchr::memrchr(b'"', &json[floor..end])?;
+        if !escaped(json, quote) {
+            return Some(quote);
+        }
+        end = quote;
+    }
 }
 
 /// The index of the quote that closes the string whose text starts at

@@ -50,6 +50,44 @@ fn ignores_usage_that_is_not_a_top_level_member() {
 }
 
 #[test]
+fn a_usage_written_last_is_found_from_the_end() {
+    let openai = br#"{"id":"x","choices":[{"message":{"content":"a \"quoted\" \\ text"}}],"usage":{"prompt_tokens":12,"completion_tokens":3},"system_fingerprint":null}"#;
+    let at = memmem::rfind(openai, USAGE_KEY).expect("mentions usage");
+    assert!(
+        top_level_from_end(openai, at).is_some(),
+        "read from the end, not from the start"
+    );
+    assert_eq!(counts(of_answer(openai)), Some((12, 3)));
+}
+
+#[test]
+fn a_later_usage_that_is_not_top_level_leaves_the_top_level_one() {
+    let cases: [(&[u8], (u64, u64)); 3] = [
+        (
+            br#"{"usage":{"prompt_tokens":1,"completion_tokens":2},"x":{"usage":{"prompt_tokens":9}}}"#,
+            (1, 2),
+        ),
+        (
+            br#"{"usage":{"prompt_tokens":1,"completion_tokens":2},"t":"say \"usage"}"#,
+            (1, 2),
+        ),
+        (
+            br#"{"t":"\\","usage":{"prompt_tokens":3,"completion_tokens":4},"u":["usage"]}"#,
+            (3, 4),
+        ),
+    ];
+    for (json, expected) in cases {
+        assert_eq!(
+            counts(of_answer(json)),
+            Some(expected),
+            "{}",
+            String::from_utf8_lossy(json)
+        );
+        assert_eq!(counts(derived(json)), Some(expected));
+    }
+}
+
+#[test]
 fn tolerates_truncated_and_broken_bodies() {
     for json in [
         &br#"{"usage":{"prompt_tokens":1"#[..],
