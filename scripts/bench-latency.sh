@@ -90,11 +90,13 @@ def med(t, scenario, hist, q):
     return statistics.median(values)
 cols = [("c1", "latency_us", "p50"), ("c1", "latency_us", "p99"), ("stream-c1", "ttft_us", "p50"),
         ("stream-c1", "ttft_us", "p99"), ("stream", "ttft_us", "p50"), ("stream", "ttft_us", "p99"),
-        ("stream", "gap_us", "p99"), ("stream", "event_delay_us", "p50"), ("stream", "event_delay_us", "p99")]
+        ("stream", "gap_us", "p99"), ("stream", "ttft_transit_us", "p50"), ("stream", "ttft_transit_us", "p99"),
+        ("stream", "event_delay_us", "p50"), ("stream", "event_delay_us", "p99")]
 now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 print(f"{now}; {rounds} interleaved rounds of {duration} s; medians; µs; (+added over direct)\n")
 print("| target | 1 conn p50 | 1 conn p99 | 1 stream TTFT p50 | 1 stream TTFT p99 "
-      "| 100 streams/s TTFT p50 | TTFT p99 | gap p99 | chunk delay p50 | chunk delay p99 |")
+      "| 100 streams/s TTFT p50 | TTFT p99 | gap p99 | first-token transit p50 | first-token transit p99 "
+      "| chunk delay p50 | chunk delay p99 |")
 print("|---|" + "---|" * len(cols))
 for t in targets:
     cells = []

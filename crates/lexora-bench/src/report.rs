@@ -26,6 +26,8 @@ pub struct Recorder {
     /// when requests were sent late).
     service: Histogram<u64>,
     ttft: Histogram<u64>,
+    /// The first token's transit (see [`Timings::first_token_transit`]).
+    ttft_transit: Histogram<u64>,
     gaps: Histogram<u64>,
     delays: Histogram<u64>,
     ok: u64,
@@ -44,6 +46,7 @@ impl Recorder {
             latency: histogram()?,
             service: histogram()?,
             ttft: histogram()?,
+            ttft_transit: histogram()?,
             gaps: histogram()?,
             delays: histogram()?,
             ok: 0,
@@ -66,6 +69,9 @@ impl Recorder {
                 add(&mut self.service, done.saturating_duration_since(sent));
                 if let Some(first) = timings.first_token {
                     add(&mut self.ttft, first.saturating_duration_since(intended));
+                }
+                if let Some(transit) = timings.first_token_transit {
+                    add(&mut self.ttft_transit, transit);
                 }
                 for gap in timings.gaps {
                     add(&mut self.gaps, gap);
@@ -103,6 +109,7 @@ impl Recorder {
             latency_us: Stats::of(&self.latency),
             service_us: Stats::of(&self.service),
             ttft_us: (!self.ttft.is_empty()).then(|| Stats::of(&self.ttft)),
+            ttft_transit_us: (!self.ttft_transit.is_empty()).then(|| Stats::of(&self.ttft_transit)),
             gap_us: (!self.gaps.is_empty()).then(|| Stats::of(&self.gaps)),
             event_delay_us: (!self.delays.is_empty()).then(|| Stats::of(&self.delays)),
         }
@@ -176,6 +183,10 @@ pub struct Summary {
     pub service_us: Stats,
     /// Streams: time to first token, from the intended send time.
     pub ttft_us: Option<Stats>,
+    /// Streams from an engine that stamps its events: the time to first
+    /// token less the engine's part of it (the request's way there and the
+    /// token's way back).
+    pub ttft_transit_us: Option<Stats>,
     /// Streams: gaps between events after the first token.
     pub gap_us: Option<Stats>,
     /// Streams from an engine that stamps its events: each event's delay

@@ -2,7 +2,8 @@
 //! timed: when the answer ended and, for streams, when the first token
 //! arrived, the gaps between server-sent events and, when the mock engine
 //! stamps its events (`lexora mock --stamp-events`), each event's delay
-//! from the engine's write to its arrival here.
+//! from the engine's write to its arrival here and the first token's
+//! transit: its time to first token less the engine's own.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -80,6 +81,13 @@ pub struct Timings {
     /// carry the engine's own pacing jitter, so what a proxy adds to each
     /// event shows on its own.
     pub delays: Vec<Duration>,
+    /// Streams the engine stamped: the time to first token less the
+    /// engine's part of it (from the request's arrival to the first token's
+    /// write), i.e. the request's way to the engine plus the token's way
+    /// back. Through a proxy, what the proxy adds to the time to first
+    /// token is this less direct access's; the engine's own jitter and the
+    /// load generator's lateness are not in it.
+    pub first_token_transit: Option<Duration>,
 }
 
 /// Sends one request built from `template` and reads the whole answer.
@@ -101,11 +109,15 @@ async fn exchange(client: &HttpClient, template: &Template) -> Result<Timings, F
     let request = builder
         .body(Full::new(template.body.clone()))
         .map_err(|_| Failure::Io)?;
+    let sent_unix_us = unix_micros();
     let response = client.request(request).await.map_err(|_| Failure::Io)?;
     let status = response.status();
     let mut body = response.into_body();
     let mut timings = Timings::default();
-    let mut events = EventClock::default();
+    let mut events = EventClock {
+        sent_unix_us,
+        ..EventClock::default()
+    };
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| Failure::Io)?;
         if template.stream {
@@ -126,6 +138,8 @@ async fn exchange(client: &HttpClient, template: &Template) -> Result<Timings, F
 /// holds for paced streams (one event per write) — good enough for timing.
 #[derive(Default)]
 struct EventClock {
+    /// When the request was sent, on the wall clock.
+    sent_unix_us: u64,
     last_event: Option<Instant>,
     /// The previous frame ended with `\n` (a boundary may straddle frames).
     pending_newline: bool,
@@ -156,9 +170,10 @@ impl EventClock {
             return;
         }
         if timings.first_token.is_none() {
-            if carries_token(data) {
+            if let Some(event) = first_token_event(data) {
                 timings.first_token = Some(now);
                 self.last_event = Some(now);
+                timings.first_token_transit = self.transit(event, now_unix_us);
             }
             return;
         }
@@ -173,6 +188,18 @@ impl EventClock {
     }
 }
 
+impl EventClock {
+    /// The first token's transit (see [`Timings::first_token_transit`])
+    /// from its stamped `event`, which arrived at `now_unix_us`.
+    fn transit(&self, event: &[u8], now_unix_us: u64) -> Option<Duration> {
+        let received = numbers(event, b"\"mock_received_us\":").next()?;
+        let written = numbers(event, b"\"mock_sent_us\":").next()?;
+        let there = received.saturating_sub(self.sent_unix_us);
+        let back = now_unix_us.saturating_sub(written);
+        Some(Duration::from_micros(there + back))
+    }
+}
+
 /// Now on the wall clock, in microseconds since the Unix epoch.
 fn unix_micros() -> u64 {
     SystemTime::now()
@@ -182,16 +209,38 @@ fn unix_micros() -> u64 {
 
 /// The engine's write times (`"mock_sent_us":N`) in a frame, in order.
 fn stamps(data: &[u8]) -> impl Iterator<Item = u64> + '_ {
-    const NEEDLE: &[u8] = b"\"mock_sent_us\":";
+    numbers(data, b"\"mock_sent_us\":")
+}
+
+/// The numbers that follow `needle` in `data`, in order.
+fn numbers<'a>(data: &'a [u8], needle: &'a [u8]) -> impl Iterator<Item = u64> + 'a {
     let mut rest = data;
     std::iter::from_fn(move || {
-        let at = rest.windows(NEEDLE.len()).position(|w| w == NEEDLE)?;
-        rest = &rest[at + NEEDLE.len()..];
+        let at = rest.windows(needle.len()).position(|w| w == needle)?;
+        rest = &rest[at + needle.len()..];
         let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
         let value = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok();
         rest = &rest[digits..];
         value
     })
+}
+
+/// The first event in a frame that carries generated text (events end with
+/// a blank line; the role chunk, say, may come in the same frame).
+fn first_token_event(data: &[u8]) -> Option<&[u8]> {
+    let mut rest = data;
+    while !rest.is_empty() {
+        let end = rest
+            .windows(2)
+            .position(|w| w == b"\n\n")
+            .map_or(rest.len(), |at| at + 2);
+        let (event, after) = rest.split_at(end);
+        if carries_token(event) {
+            return Some(event);
+        }
+        rest = after;
+    }
+    None
 }
 
 /// Whether an OpenAI chunk carries generated text (`"content":"x…"`),
@@ -264,5 +313,31 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(timings.delays, micros(&[40, 400, 200]));
+    }
+
+    #[test]
+    fn first_token_transit_leaves_out_the_engines_time() {
+        // Sent at 1,000; the engine got it at 1,030 and wrote the role chunk
+        // at 1,500 and the first token at 1,600; both arrived at 1,650.
+        let mut clock = EventClock {
+            sent_unix_us: 1_000,
+            ..EventClock::default()
+        };
+        let mut timings = Timings::default();
+        let frame = Bytes::from_static(
+            b"data: {\"content\":\"\",\"mock_received_us\":1030,\"mock_sent_us\":1500}\n\n\
+              data: {\"content\":\"a\",\"mock_received_us\":1030,\"mock_sent_us\":1600}\n\n",
+        );
+        clock.observe(&frame, Instant::now(), 1_650, &mut timings);
+        // 30 µs there, 50 µs back: the token's stamp, not the role chunk's.
+        assert_eq!(timings.first_token_transit, Some(Duration::from_micros(80)));
+        assert!(timings.first_token.is_some());
+
+        // Unstamped (a proxy that drops the fields): no transit.
+        let mut timings = Timings::default();
+        let plain = Bytes::from_static(b"data: {\"content\":\"a\"}\n\n");
+        EventClock::default().observe(&plain, Instant::now(), 1_650, &mut timings);
+        assert!(timings.first_token.is_some());
+        assert_eq!(timings.first_token_transit, None);
     }
 }

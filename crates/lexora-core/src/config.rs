@@ -159,9 +159,10 @@ pub struct MockConfig {
     pub chunks: u32,
     pub embedding_dim: u32,
     /// Stamp every OpenAI stream event with the wall-clock time it was
-    /// written (`"mock_sent_us"`, µs since the Unix epoch), so a load
-    /// generator on the same machine can time each event's way through a
-    /// proxy (`lexora mock --stamp-events`; benchmarks only).
+    /// written (`"mock_sent_us"`, µs since the Unix epoch) and the time its
+    /// request arrived (`"mock_received_us"`), so a load generator on the
+    /// same machine can time the way through a proxy in each direction
+    /// (`lexora mock --stamp-events`; benchmarks only).
     pub stamp_events: bool,
 }
 

@@ -101,7 +101,9 @@ struct MockArgs {
     #[arg(long, default_value_t = 8)]
     embedding_dim: u32,
     /// Stamp each stream event with the time it was written
-    /// (`"mock_sent_us"`), for `lexora-bench` to time each event's delay.
+    /// (`"mock_sent_us"`) and the time its request arrived
+    /// (`"mock_received_us"`), for `lexora-bench` to time the way through a
+    /// proxy.
     #[arg(long)]
     stamp_events: bool,
 }

@@ -17,7 +17,27 @@ fn counts_errors_by_kind_and_rate() {
     assert_eq!(summary.errors_by_kind.get("status_429"), Some(&2));
     assert_eq!(summary.latency_us.p50, 100);
     assert!(summary.ttft_us.is_none());
+    assert!(summary.ttft_transit_us.is_none());
     assert!((summary.achieved_rps - 1.0).abs() < 1e-9);
+}
+
+#[test]
+fn first_token_transit_is_summarised_when_stamped() {
+    let mut recorder = Recorder::new().expect("histograms");
+    let t = Instant::now();
+    for (transit, ttft) in [(Some(80), 400), (Some(120), 900), (None, 500)] {
+        let timings = Timings {
+            done: Some(t + Duration::from_micros(2_000)),
+            first_token: Some(t + Duration::from_micros(ttft)),
+            first_token_transit: transit.map(Duration::from_micros),
+            ..Timings::default()
+        };
+        recorder.record(t, t, Ok(timings));
+    }
+    let summary = recorder.summary(Duration::from_secs(1));
+    let transit = summary.ttft_transit_us.expect("stamped streams");
+    assert_eq!((transit.count, transit.p50, transit.max), (2, 80, 120));
+    assert_eq!(summary.ttft_us.map(|s| s.count), Some(3));
 }
 
 #[test]

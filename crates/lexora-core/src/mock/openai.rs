@@ -43,6 +43,8 @@ pub(super) async fn generate(
     kind: Kind,
     route: Route<'_>,
 ) -> Response {
+    // Before the configured latency: that is the engine's time too.
+    let received = state.config.stamp_events.then(stream::unix_micros);
     let (request, model, directives) = match admit(&state, &body, route).await {
         Ok(admitted) => admitted,
         Err(response) => return response,
@@ -88,7 +90,7 @@ pub(super) async fn generate(
         pace: directives.pace(&state),
         reset_after: directives.reset_after,
         tool,
-        stamp: state.config.stamp_events,
+        stamp: received,
     };
     if request
         .get("stream")

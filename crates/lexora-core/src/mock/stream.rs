@@ -36,9 +36,13 @@ pub(super) struct Plan {
     pub reset_after: Option<u32>,
     /// Call this tool instead of writing text (see [`super::openai`]).
     pub tool: Option<String>,
-    /// Add `"mock_sent_us"` to every JSON event (see
-    /// [`MockConfig::stamp_events`](crate::config::MockConfig)).
-    pub stamp: bool,
+    /// When events are stamped (see
+    /// [`MockConfig::stamp_events`](crate::config::MockConfig)): when the
+    /// request reached the engine, µs since the Unix epoch. Every JSON
+    /// event then carries it as `"mock_received_us"`, beside its own write
+    /// time as `"mock_sent_us"`, so a client can tell the engine's time
+    /// from the time spent getting to it and back.
+    pub stamp: Option<u64>,
 }
 
 /// The arguments of the mock's tool call, streamed in two fragments.
@@ -168,7 +172,8 @@ impl Script for Plan {
             Step::Done => return Some(Bytes::from_static(b"data: [DONE]\n\n")),
             Step::End => return None,
         };
-        if self.stamp {
+        if let Some(received) = self.stamp {
+            value["mock_received_us"] = json!(received);
             value["mock_sent_us"] = json!(unix_micros());
         }
         Some(Bytes::from(format!("data: {value}\n\n")))
@@ -203,7 +208,7 @@ impl Script for Plan {
 }
 
 /// Now on the wall clock, which every process on the machine shares.
-fn unix_micros() -> u64 {
+pub(super) fn unix_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))

@@ -302,17 +302,28 @@ async fn stamped_stream_events_carry_the_time_they_were_written() {
         json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
     let answer = post(&stamping, "/v1/chat/completions", body).await;
     let after = micros();
-    let stamps: Vec<u64> = answer
+    let events: Vec<Value> = answer
         .text()
         .lines()
         .filter_map(|line| line.strip_prefix("data: "))
         .filter(|data| *data != "[DONE]")
-        .map(|data| {
-            serde_json::from_str::<Value>(data).unwrap()["mock_sent_us"]
-                .as_u64()
-                .unwrap()
-        })
+        .map(|data| serde_json::from_str(data).unwrap())
         .collect();
+    let stamps: Vec<u64> = events
+        .iter()
+        .map(|event| event["mock_sent_us"].as_u64().unwrap())
+        .collect();
+    // Every event names the request's arrival: one time, before any write.
+    let received = events[0]["mock_received_us"].as_u64().unwrap();
+    assert!(
+        events.iter().all(|e| e["mock_received_us"] == received),
+        "{}",
+        answer.text()
+    );
+    assert!(
+        before <= received && received <= stamps[0],
+        "{before} {received} {stamps:?}"
+    );
     // Role, three tokens, finish: each stamped, in order, within the call.
     assert_eq!(stamps.len(), 5, "{}", answer.text());
     assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "{stamps:?}");
@@ -329,5 +340,5 @@ async fn stamped_stream_events_carry_the_time_they_were_written() {
         json!({"model": "m1", "stream": true, "messages": []}),
     )
     .await;
-    assert!(!plain.text().contains("mock_sent_us"), "{}", plain.text());
+    assert!(!plain.text().contains("mock_"), "{}", plain.text());
 }
