@@ -250,6 +250,7 @@ impl Gateway {
         // Backends that do not serve this API are skipped, as if they did
         // not have the model; when none does, the client learns why.
         candidates.retain(|(backend, _)| backend.serves_api(endpoint));
+        record.routed();
         if candidates.is_empty() {
             return Err(GatewayError::InvalidRequest {
                 message: format!(

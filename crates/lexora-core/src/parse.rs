@@ -214,6 +214,9 @@ const TIMEOUT_HEADER: HeaderName = HeaderName::from_static("x-lexora-timeout");
 
 const EXTENSION_FIELDS: [&str; 3] = ["x_priority", "x_user_id", "x_timeout"];
 const MAX_USER_ID_LEN: usize = 256;
+/// Longest `model` and `user` accepted (model ids with an organisation and
+/// a quantisation tag stay well below it).
+const MAX_NAME_LEN: usize = 256;
 /// A day: longer than any generation, short enough for deadline arithmetic.
 const MAX_TIMEOUT_SECONDS: f64 = 86_400.0;
 
@@ -249,6 +252,16 @@ pub fn parse(
         None => peek_derived(&body)?,
     };
 
+    // Both name what the gateway counts requests by (stats, metrics, rate
+    // limits, the access log): unbounded, one client could fill memory.
+    for (name, value) in [("model", &peek.model), ("user", &peek.user)] {
+        if value.as_ref().is_some_and(|v| v.len() > MAX_NAME_LEN) {
+            return Err(GatewayError::InvalidRequest {
+                message: format!("`{name}` must be at most {MAX_NAME_LEN} bytes long"),
+                param: Some(name),
+            });
+        }
+    }
     let extensions = extensions(&peek, headers)?;
     let stream = peek.stream.unwrap_or(false) && endpoint.streams();
     let client_wants_usage = peek
@@ -304,17 +317,31 @@ fn mentions_stream(body: &[u8]) -> bool {
 /// [`Peek`] read by its derived deserializer: the reference for what is
 /// accepted, and the source of every error message.
 fn peek_derived(body: &[u8]) -> Result<Peek<'_>, GatewayError> {
+    // The derived reader skips the members Lexora does not read without
+    // checking their strings' UTF-8, and stops at the object's end: a body
+    // it passes goes to the engine as it is, so both are checked here (as
+    // the member split does by itself).
+    if let Err(e) = std::str::from_utf8(body) {
+        return Err(GatewayError::InvalidJson {
+            message: format!(
+                "request body is not valid JSON: invalid UTF-8 at byte {}",
+                e.valid_up_to()
+            ),
+        });
+    }
     let mut reader = serde_json::Deserializer::from_slice(body);
-    match Peek::deserialize(&mut reader) {
+    match Peek::deserialize(&mut reader).and_then(|peek| reader.end().map(|()| peek)) {
         Ok(peek) => Ok(peek),
         // Tracking the path to the field at fault slows every request
         // down; only an error message needs it, so the body is read again.
         Err(_) => {
             let mut reader = serde_json::Deserializer::from_slice(body);
-            serde_path_to_error::deserialize(&mut reader).map_err(|e| {
+            let peek = serde_path_to_error::deserialize(&mut reader).map_err(|e| {
                 let field = e.path().to_string();
                 classify_json_error(e.inner(), Some(&field))
-            })
+            })?;
+            reader.end().map_err(|e| classify_json_error(&e, None))?;
+            Ok(peek)
         }
     }
 }

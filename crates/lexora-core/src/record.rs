@@ -19,6 +19,11 @@ use crate::parse::{Endpoint, Priority};
 use crate::queue::Permit;
 use crate::upstream::Backend;
 
+/// The label `/stats` and `/metrics` count a request under when its model
+/// or user is not one of their own: a model no backend serves, or one past
+/// the most they keep apart.
+pub(crate) const OTHER: &str = "(other)";
+
 mod metrics;
 pub mod stats;
 
@@ -67,6 +72,7 @@ impl Recorder {
             request_id,
             endpoint,
             model: String::new(),
+            routed: false,
             user: String::new(),
             backend: None,
             status: 0,
@@ -91,6 +97,9 @@ pub struct RequestRecord {
     pub request_id: HeaderValue,
     endpoint: Endpoint,
     model: String,
+    /// A backend serves the model: only then is it a label of its own in
+    /// the stats and metrics (the access log names any model).
+    routed: bool,
     user: String,
     /// Shared, not copied: the name is only read by the access log.
     backend: Option<Arc<Backend>>,
@@ -123,6 +132,11 @@ impl RequestRecord {
     pub fn identify(&mut self, model: &str, user: &str) {
         model.clone_into(&mut self.model);
         user.clone_into(&mut self.user);
+    }
+
+    /// A backend serves the request's model.
+    pub fn routed(&mut self) {
+        self.routed = true;
     }
 
     /// The queue priority the request got.
@@ -216,10 +230,15 @@ impl Drop for RequestRecord {
                 (None, true) => drop(reservation),
             }
         }
-        let model = if self.model.is_empty() {
+        let asked = if self.model.is_empty() {
             "(none)"
         } else {
             &self.model
+        };
+        let model = if self.routed || self.model.is_empty() {
+            asked
+        } else {
+            OTHER
         };
         let user = if self.user.is_empty() {
             crate::identify::ANONYMOUS
@@ -255,7 +274,7 @@ impl Drop for RequestRecord {
             target: "lexora::access",
             request_id = self.request_id.to_str().unwrap_or("-"),
             endpoint,
-            model,
+            model = asked,
             user,
             priority,
             backend = self.backend.as_ref().map_or("-", |b| b.name()),

@@ -1,4 +1,5 @@
 use super::*;
+use serde_json::json;
 
 fn parse_json(body: &str, default_model: Option<&str>) -> Result<ParsedRequest, GatewayError> {
     parse(
@@ -124,6 +125,50 @@ fn non_objects_and_empty_bodies_are_rejected() {
             matches!(err, GatewayError::InvalidJson { .. }),
             "{body:?}: {err:?}"
         );
+    }
+}
+
+#[test]
+fn bodies_passed_on_as_they_are_are_whole_json() {
+    // Neither needs a rewrite, so they would reach the engine byte for byte;
+    // the streamed ones are split into members, the others read by the
+    // derived reader: both refuse.
+    let bodies: [&[u8]; 4] = [
+        br#"{"model":"m","messages":[]} trailing"#,
+        br#"{"model":"m","messages":[]}{"model":"n"}"#,
+        b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\"}]}",
+        b"{\"model\":\"m\",\"stream\":true,\"x\":\"\xc3\"}",
+    ];
+    for body in bodies {
+        let err = parse(
+            Endpoint::ChatCompletions,
+            Bytes::from_static(body),
+            &HeaderMap::new(),
+            None,
+        )
+        .expect_err("refused");
+        assert!(
+            matches!(err, GatewayError::InvalidJson { .. }),
+            "{}: {err:?}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    // Whitespace after the object is JSON.
+    assert!(parse_json("{\"model\":\"m\"} \n", None).is_ok());
+}
+
+#[test]
+fn names_the_gateway_counts_by_are_bounded() {
+    let long = "x".repeat(MAX_NAME_LEN + 1);
+    for field in ["model", "user"] {
+        let body = json!({"model": "m", field: long}).to_string();
+        let err = parse_json(&body, None).expect_err(field);
+        assert!(
+            matches!(err, GatewayError::InvalidRequest { param: Some(p), .. } if p == field),
+            "{field}: {err:?}"
+        );
+        let fits = json!({"model": "m", field: &long[1..]}).to_string();
+        assert!(parse_json(&fits, None).is_ok(), "{field}");
     }
 }
 

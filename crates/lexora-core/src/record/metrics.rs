@@ -17,9 +17,9 @@ use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use super::Usage;
 use crate::parse::Endpoint;
 
-/// Most models whose handles are kept. Clients choose the model name, so a
-/// client inventing names must not grow this map without bound; requests
-/// for further models pay for the macros as before.
+/// Most models with series of their own. Clients choose the model name, so
+/// a client inventing names must not grow this map (nor the exporter's
+/// series) without bound; further models are counted as `(other)`.
 const MAX_MODELS: usize = 1024;
 
 /// Every label value of one finished request.
@@ -60,10 +60,7 @@ impl RequestMetrics {
     /// A request is over: counts it under its labels.
     pub fn finished(&self, request: &Finished<'_>) {
         self.in_flight().decrement(1.0);
-        match self.model(request.model) {
-            Some(model) => model.record(request),
-            None => record_uncached(request),
-        }
+        self.model(request.model).record(request);
         if let Some(kind) = request.error {
             counter!("lexora_errors_total", "kind" => kind).increment(1);
         }
@@ -84,21 +81,23 @@ impl RequestMetrics {
             .get_or_init(|| gauge!("lexora_requests_in_flight"))
     }
 
-    /// The handles of `model`, made on its first request; `None` once
-    /// [`MAX_MODELS`] are kept.
-    fn model(&self, model: &str) -> Option<Arc<ModelMetrics>> {
+    /// The handles of `model`, made on its first request; those of
+    /// `(other)` once [`MAX_MODELS`] are kept.
+    fn model(&self, model: &str) -> Arc<ModelMetrics> {
         if let Some(found) = self.models.get(model) {
-            return Some(Arc::clone(found.value()));
+            return Arc::clone(found.value());
         }
-        if self.models.len() >= MAX_MODELS {
-            return None;
-        }
+        let model = if self.models.len() >= MAX_MODELS {
+            super::OTHER
+        } else {
+            model
+        };
         let name: Arc<str> = Arc::from(model);
         let entry = self
             .models
             .entry(Arc::clone(&name))
             .or_insert_with(|| Arc::new(ModelMetrics::new(name)));
-        Some(Arc::clone(entry.value()))
+        Arc::clone(entry.value())
     }
 }
 
@@ -188,28 +187,6 @@ impl EndpointMetrics {
     }
 }
 
-/// The per-model metrics of a request whose model has no cached handles.
-fn record_uncached(request: &Finished<'_>) {
-    let endpoint = request.endpoint.label();
-    let model = request.model;
-    counter!("lexora_requests_total", "endpoint" => endpoint, "model" => model.to_owned(), "status" => request.status.to_string())
-        .increment(1);
-    histogram!("lexora_request_duration_seconds", "endpoint" => endpoint, "model" => model.to_owned())
-        .record(request.latency.as_secs_f64());
-    if let Some(first_byte) = request.first_byte {
-        histogram!("lexora_time_to_first_byte_seconds", "endpoint" => endpoint, "model" => model.to_owned())
-            .record(first_byte.as_secs_f64());
-    }
-    if request.usage.prompt_tokens > 0 {
-        counter!("lexora_tokens_total", "model" => model.to_owned(), "kind" => "prompt")
-            .increment(request.usage.prompt_tokens);
-    }
-    if request.usage.completion_tokens > 0 {
-        counter!("lexora_tokens_total", "model" => model.to_owned(), "kind" => "completion")
-            .increment(request.usage.completion_tokens);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,15 +205,33 @@ mod tests {
     }
 
     #[test]
-    fn handles_are_kept_per_model_up_to_the_cap() {
+    fn models_beyond_the_cap_are_counted_as_other() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let exporter = recorder.handle();
         let metrics = RequestMetrics::default();
-        metrics.finished(&finished("m"));
-        metrics.finished(&finished("m"));
-        assert_eq!(metrics.models.len(), 1);
-        for i in 0..MAX_MODELS + 10 {
-            metrics.finished(&finished(&format!("model-{i}")));
-        }
-        assert_eq!(metrics.models.len(), MAX_MODELS);
+        metrics::with_local_recorder(&recorder, || {
+            metrics.finished(&finished("m"));
+            metrics.finished(&finished("m"));
+            assert_eq!(metrics.models.len(), 1);
+            for i in 0..MAX_MODELS + 10 {
+                metrics.finished(&finished(&format!("model-{i}")));
+            }
+        });
+        // The first models have series of their own; the last 11 share one.
+        assert_eq!(metrics.models.len(), MAX_MODELS + 1);
+        let text = exporter.render();
+        let series = |model: &str| {
+            let needle = format!(
+                "lexora_requests_total{{endpoint=\"chat\",model=\"{model}\",status=\"200\"}} "
+            );
+            text.lines()
+                .find_map(|l| l.strip_prefix(needle.as_str()))
+                .map(str::to_owned)
+        };
+        assert_eq!(series("m").as_deref(), Some("2"), "{text}");
+        assert_eq!(series("model-1022").as_deref(), Some("1"));
+        assert_eq!(series("(other)").as_deref(), Some("11"));
+        assert_eq!(series("model-1023"), None);
     }
 
     #[test]
@@ -248,7 +243,7 @@ mod tests {
                 ..finished("m")
             });
         }
-        let model = metrics.model("m").expect("cached");
+        let model = metrics.model("m");
         let statuses: Vec<u16> = model.endpoints[Endpoint::ChatCompletions.index()]
             .requests
             .read()

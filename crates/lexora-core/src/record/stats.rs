@@ -11,10 +11,12 @@ use tokio::time::Instant;
 
 use crate::parse::Priority;
 
-/// Most distinct users tracked; later ones are counted under `(other)`, so
-/// a client inventing user ids cannot grow memory without bound.
+/// Most distinct users and models tracked; later ones are counted under
+/// `(other)`, so a client inventing user ids or model names cannot grow
+/// memory without bound.
 const MAX_USERS: usize = 10_000;
-const OTHER_USERS: &str = "(other)";
+const MAX_MODELS: usize = 1024;
+use super::OTHER;
 
 /// Counters of one model or one user.
 #[derive(Debug, Default)]
@@ -225,7 +227,7 @@ impl Stats {
         if sample.error {
             self.hour_errors.add(now);
         }
-        add_to(&self.models, model, &sample, usize::MAX);
+        add_to(&self.models, model, &sample, MAX_MODELS);
         add_to(&self.users, user, &sample, MAX_USERS);
         self.priorities[priority_slot(priority)].add(&sample);
     }
@@ -285,7 +287,7 @@ fn add_to(map: &DashMap<String, Counters>, key: &str, sample: &Sample, limit: us
         counters.add(sample);
         return;
     }
-    let key = if map.len() >= limit { OTHER_USERS } else { key };
+    let key = if map.len() >= limit { OTHER } else { key };
     map.entry(key.to_owned()).or_default().add(sample);
 }
 
@@ -358,6 +360,18 @@ mod tests {
         }
         let view = stats.view();
         assert_eq!(view.users.len(), MAX_USERS + 1);
-        assert_eq!(view.users[OTHER_USERS].requests, 5);
+        assert_eq!(view.users[OTHER].requests, 5);
+    }
+
+    #[test]
+    fn models_are_bounded() {
+        let stats = Stats::default();
+        for i in 0..MAX_MODELS + 3 {
+            stats.record(&format!("model-{i}"), "u", None, sample(false));
+        }
+        let view = stats.view();
+        assert_eq!(view.models.len(), MAX_MODELS + 1);
+        assert_eq!(view.models[OTHER].requests, 3);
+        assert_eq!(view.models["model-0"].requests, 1);
     }
 }

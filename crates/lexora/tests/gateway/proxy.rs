@@ -253,6 +253,10 @@ async fn health_stats_and_metrics_report_traffic() {
     assert_eq!(stats["errors_last_hour"], 1);
     assert!(stats["avg_latency_ms"].as_f64().is_some_and(|ms| ms > 0.0));
     assert_eq!(stats["models"]["m1"]["requests"], 3);
+    // A model no backend serves is not a label of its own: clients could
+    // invent names without end.
+    assert_eq!(stats["models"]["(other)"]["requests"], 1, "{stats}");
+    assert!(stats["models"].get("zzz").is_none(), "{stats}");
     assert_eq!(stats["users"]["ann"]["total_tokens"], 14);
 
     let metrics = client()
@@ -279,6 +283,12 @@ async fn health_stats_and_metrics_report_traffic() {
         metrics.contains(r#"lexora_errors_total{kind="model_not_found"} 1"#),
         "{metrics}"
     );
+    assert!(
+        metrics
+            .contains(r#"lexora_requests_total{endpoint="chat",model="(other)",status="404"} 1"#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("zzz"), "{metrics}");
     assert!(
         metrics.contains(r#"lexora_backend_up{backend="engine"} 1"#),
         "{metrics}"
