@@ -108,7 +108,7 @@ pub(super) async fn serve(
         let head = match conn.read_head(&mut ends, first).await {
             Ok(Some(Ok(head))) => head,
             Ok(Some(Err(Refusal::Http2))) => {
-                return h2::serve(conn, service, closing, limits.idle).await
+                return h2::serve(conn, service, closing, limits).await
             }
             Ok(Some(Err(Refusal::Bad(status, message)))) => {
                 let response = refusal(status, &message);

@@ -1,10 +1,18 @@
 //! HTTP/2 with prior knowledge: the connection is handed to hyper, with
 //! the bytes already read put back in front.
+//!
+//! hyper polls an answer's body for its next frame only once the client
+//! has room for more (HTTP/2 flow control, and the stream's send buffer),
+//! so a client that stops reading would hold its answer, and the engine's
+//! stream and backend slot inside it, for as long as it likes: no timeout
+//! of the relay runs while the body is not polled. The connection watches
+//! its answers instead, and lets go of one that has waited for the client
+//! for `server.send_timeout`, as the HTTP/1.1 server does.
 
 use std::convert::Infallible;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,17 +27,18 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Connection, Handler};
+use super::{Connection, Handler, Limits};
 
 /// Serves an HTTP/2 connection (prior knowledge) with hyper, after the
 /// bytes already read from it, until the client closes it, `closing`
-/// fires, or no request has been open on it for `idle` (both close it
-/// gracefully: open streams finish).
+/// fires, or no request has been open on it for `limits.idle` (both close
+/// it gracefully: open streams finish). An answer the client has left
+/// untaken for `limits.send` is dropped, and its stream reset.
 pub(super) async fn serve(
     conn: Connection,
     handler: impl Handler,
     closing: CancellationToken,
-    idle: Option<Duration>,
+    limits: Limits,
 ) {
     let io = Rewound {
         prefix: conn.read.freeze(),
@@ -38,54 +47,125 @@ pub(super) async fn serve(
     let activity = Arc::new(Mutex::new(Activity {
         open: 0,
         since: Instant::now(),
+        answers: Vec::new(),
     }));
     let tracked = Arc::clone(&activity);
+    let watch_sends = limits.send.is_some();
     let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
         let open = Open::start(&tracked);
+        let activity = Arc::clone(&tracked);
         handler.call(request.map(Body::new)).map(move |response| {
-            // Open until its answer's body is done with.
-            let response = response.map(|body| Body::new(Tracked { body, _open: open }));
+            let response = response.map(|body| {
+                // Open until its answer's body is done with.
+                let answer = Arc::new(Mutex::new(Answer {
+                    body: Some(body),
+                    handed: None,
+                    open: Some(open),
+                }));
+                if watch_sends {
+                    lock(&activity).answers.push(Arc::downgrade(&answer));
+                }
+                Body::new(Tracked { answer })
+            });
             Ok::<_, Infallible>(response)
         })
     });
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(io), service);
     let mut connection = std::pin::pin!(connection);
-    let idled = async {
-        let Some(limit) = idle else {
-            return std::future::pending().await;
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        () = closing.cancelled() => {}
+        () = watch(&activity, limits) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    // Only answers cut off for a client that stopped reading can be left
+    // (hyper waits for room to send their end): not for ever.
+    let grace = limits.send.or(limits.idle).unwrap_or(Duration::MAX);
+    let _ = tokio::time::timeout(grace, connection).await;
+}
+
+/// Returns once no request has been open for `limits.idle`; meanwhile
+/// drops every answer left untaken by the client for `limits.send`.
+async fn watch(activity: &Mutex<Activity>, limits: Limits) {
+    if limits.idle.is_none() && limits.send.is_none() {
+        return std::future::pending().await;
+    }
+    loop {
+        let now = Instant::now();
+        let (open, since, stalled, next_stall) = {
+            let mut activity = lock(activity);
+            let (stalled, next) = activity.stalled(limits.send, now);
+            (activity.open, activity.since, stalled, next)
         };
-        loop {
-            let (open, since) = {
-                let activity = activity.lock().unwrap_or_else(|e| e.into_inner());
-                (activity.open, activity.since)
+        // Dropped outside every lock: a request that stops counting as open
+        // takes the connection's.
+        for answer in stalled {
+            tracing::debug!("dropping an HTTP/2 answer left unread past server.send_timeout");
+            let taken = {
+                let mut answer = lock(&answer);
+                (answer.body.take(), answer.open.take())
             };
-            if open == 0 && since.elapsed() >= limit {
+            drop(taken);
+        }
+        let next_idle = match limits.idle {
+            Some(limit) if open == 0 && now >= since + limit => {
                 tracing::debug!("closing an HTTP/2 connection idle past server.idle_timeout");
                 return;
             }
             // With a request open, look again a whole limit later.
-            let next = if open == 0 {
-                since + limit
-            } else {
-                Instant::now() + limit
-            };
-            tokio::time::sleep_until(next).await;
-        }
-    };
-    tokio::select! {
-        _ = connection.as_mut() => return,
-        () = closing.cancelled() => {}
-        () = idled => {}
+            Some(limit) if open == 0 => Some(since + limit),
+            Some(limit) => Some(now + limit),
+            None => None,
+        };
+        let next = match (next_idle, next_stall) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b).unwrap_or(now + Duration::from_secs(3600)),
+        };
+        tokio::time::sleep_until(next).await;
     }
-    connection.as_mut().graceful_shutdown();
-    let _ = connection.await;
 }
 
-/// The requests open on a connection, and since when it has had none.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The requests open on a connection, since when it has had none, and
+/// (when sends are timed) its answers.
 struct Activity {
     open: usize,
     since: Instant,
+    answers: Vec<Weak<Mutex<Answer>>>,
+}
+
+impl Activity {
+    /// The answers handed to hyper at least `limit` ago and not asked for
+    /// since, and when the next one would be; forgets the finished ones.
+    fn stalled(
+        &mut self,
+        limit: Option<Duration>,
+        now: Instant,
+    ) -> (Vec<Arc<Mutex<Answer>>>, Option<Instant>) {
+        let Some(limit) = limit else {
+            return (Vec::new(), None);
+        };
+        let mut stalled = Vec::new();
+        let mut next: Option<Instant> = None;
+        self.answers.retain(|weak| {
+            let Some(answer) = weak.upgrade() else {
+                return false;
+            };
+            let handed = lock(&answer).handed;
+            match handed.map(|at| at + limit) {
+                Some(due) if due <= now => stalled.push(answer),
+                Some(due) => next = Some(next.map_or(due, |n| n.min(due))),
+                None => {}
+            }
+            true
+        });
+        // Nothing waiting on the client: look again a whole limit later.
+        (stalled, Some(next.unwrap_or(now + limit)))
+    }
 }
 
 /// One open request: counted from its head until its answer's body is
@@ -109,10 +189,21 @@ impl Drop for Open {
     }
 }
 
-/// An answer's body, keeping its request counted as open.
+/// One answer, shared between hyper (through [`Tracked`]) and the
+/// connection's watch.
+struct Answer {
+    /// `None` once dropped for a client that stopped reading.
+    body: Option<Body>,
+    /// When a frame was last handed to hyper, until hyper asks for the
+    /// next: meanwhile the answer waits on the client.
+    handed: Option<Instant>,
+    /// Keeps the request counted as open until the body is dropped.
+    open: Option<Open>,
+}
+
+/// An answer's body as hyper sees it.
 struct Tracked {
-    body: Body,
-    _open: Open,
+    answer: Arc<Mutex<Answer>>,
 }
 
 impl http_body::Body for Tracked {
@@ -120,18 +211,36 @@ impl http_body::Body for Tracked {
     type Error = axum::Error;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let mut answer = lock(&self.answer);
+        answer.handed = None;
+        let Some(body) = answer.body.as_mut() else {
+            // An error resets the stream.
+            let error = io::Error::new(io::ErrorKind::TimedOut, "client stopped reading");
+            return Poll::Ready(Some(Err(axum::Error::new(error))));
+        };
+        let frame = Pin::new(body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &frame {
+            answer.handed = Some(Instant::now());
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        lock(&self.answer)
+            .body
+            .as_ref()
+            .is_some_and(http_body::Body::is_end_stream)
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
+        lock(&self.answer)
+            .body
+            .as_ref()
+            .map(http_body::Body::size_hint)
+            .unwrap_or_default()
     }
 }
 

@@ -172,3 +172,49 @@ async fn an_idle_http2_connection_is_closed_but_not_while_a_request_is_open() {
         idle.elapsed()
     );
 }
+
+#[tokio::test]
+async fn an_http2_client_that_stops_reading_loses_its_answer_and_its_connection() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&dropped);
+    let handler = TestHandler(Arc::new(move |_request: Request<Body>| {
+        let body = Endless {
+            dropped: Arc::clone(&flag),
+        };
+        Box::pin(async move { Response::new(Body::new(body)) })
+    }));
+    let limits = Limits {
+        idle: Some(Duration::from_millis(300)),
+        send: Some(Duration::from_millis(300)),
+    };
+    let (address, _closing) = server_with(handler, limits).await;
+    let tcp = TcpStream::connect(address).await.unwrap();
+    // A small window that the client never opens again: it takes the start
+    // of the answer, then nothing. Flow control stops hyper from asking
+    // the body for more, so only the connection's watch can let go of it.
+    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(65_535)
+        .adaptive_window(false)
+        .handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = Request::post("http://x/v1/chat/completions")
+        .body(http_body_util::Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(!dropped.load(Ordering::SeqCst), "dropped before the limit");
+    assert!(
+        raised(&dropped).await,
+        "the answer was kept for a client that stopped reading"
+    );
+    // With the answer gone the connection is idle, and closed in time.
+    tokio::time::timeout(Duration::from_secs(5), connection)
+        .await
+        .expect("the connection was closed")
+        .unwrap()
+        .ok();
+    drop(response);
+}
