@@ -82,13 +82,12 @@ fn backend_view(backend: &Backend) -> BackendView {
     }
     BackendView {
         kind: backend.config.kind.label(),
-        url: backend.config.url.as_ref().map(|url| {
-            // Never show credentials embedded in a URL.
-            let mut url = url.clone();
-            let _ = url.set_password(None);
-            let _ = url.set_username("");
-            url.to_string()
-        }),
+        // Never show credentials embedded in a URL.
+        url: backend
+            .config
+            .url
+            .as_ref()
+            .map(|url| crate::config::secret::without_userinfo(url.as_str()).into_owned()),
         status: health.status,
         models,
         latency_ms: health.latency_ms,

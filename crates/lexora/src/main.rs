@@ -213,12 +213,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for backend in &config.backends {
         let target = backend.url.as_ref().map_or_else(
             || "in-process".to_owned(),
-            |u| {
-                // Never log credentials embedded in a URL.
-                let mut u = u.clone();
-                let _ = u.set_password(None);
-                u.to_string()
-            },
+            // Never log credentials embedded in a URL.
+            |u| config::secret::without_userinfo(u.as_str()).into_owned(),
         );
         tracing::info!(backend = %backend.name, target = %target, models = ?backend.models, "backend configured");
     }

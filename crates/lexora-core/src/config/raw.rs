@@ -109,6 +109,7 @@ impl Default for RawServer {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawVllm {
+    #[serde(serialize_with = "super::secret::serialize_url")]
     pub url: String,
     /// Total seconds a request may take, streaming included.
     pub timeout: f64,
@@ -136,6 +137,7 @@ pub struct RawBackend {
     /// inferred from the backend's name when absent.
     #[serde(rename = "type")]
     pub kind: Option<String>,
+    #[serde(serialize_with = "super::secret::serialize_optional_url")]
     pub url: Option<String>,
     pub api_key: Option<Secret>,
     pub timeout: Option<f64>,

@@ -107,15 +107,19 @@ impl Layers {
                     message: "empty key segment (use `__` only between names)".into(),
                 });
             }
-            let typed = typed_env_value(&value, lookup(defaults, &path));
-            self.set(&path, typed, Origin::Env(name.clone()))?;
+            let typed = if is_secret(&path) {
+                // As written: YAML would read `00123` as the number 123.
+                Value::String(value.clone())
+            } else {
+                typed_env_value(&value, lookup(defaults, &path))
+            };
+            self.set(&path, typed.clone(), Origin::Env(name.clone()))?;
             // Seed 000 documents LEXORA_VLLM__URL as "the vLLM server": when
             // a seed 001 file also lists `backends.vllm`, the variable must
             // reach that backend too, or it would silently do nothing.
             if path.len() == 2 && path[0] == "vllm" {
                 let shadow = ["backends".to_owned(), "vllm".to_owned(), path[1].clone()];
                 if lookup(&self.tree, &shadow[..2]).is_some_and(Value::is_object) {
-                    let typed = typed_env_value(&value, lookup(defaults, &path));
                     self.set(&shadow, typed, Origin::Env(name))?;
                 }
             }
@@ -183,6 +187,14 @@ fn parse_file(path: &Path, text: &str) -> Result<Value, String> {
         Some(ext) if ext.eq_ignore_ascii_case("lua") => super::lua::parse(path, text),
         _ => serde_yaml_ng::from_str::<Value>(text).map_err(|e| format!("invalid YAML: {e}")),
     }
+}
+
+/// Whether `path` names a credential (an API key, the admin key, a
+/// client key, an upstream header's value).
+fn is_secret(path: &[String]) -> bool {
+    let last = path.last().map_or("", String::as_str);
+    matches!(last, "api_key" | "admin_key" | "key")
+        || path.len() >= 2 && path[path.len() - 2] == "headers"
 }
 
 fn lookup<'a>(tree: &'a Value, path: &[impl AsRef<str>]) -> Option<&'a Value> {

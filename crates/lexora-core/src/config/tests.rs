@@ -147,6 +147,38 @@ fn every_seed_000_variable_works() {
 }
 
 #[test]
+fn secrets_from_env_are_taken_as_written() {
+    let config = load_with(
+        None,
+        &[
+            ("LEXORA_AUTH__ADMIN_KEY", "00123456"),
+            ("LEXORA_BACKENDS__VLLM__API_KEY", "1e5"),
+        ],
+    )
+    .expect("digits are a key like any other");
+    let admin = config.raw.auth.admin_key.as_ref().expect("admin key");
+    assert_eq!(admin.expose(), "00123456");
+    let backend = config.raw.backends.get("vllm").expect("vllm");
+    assert_eq!(backend.api_key.as_ref().map(Secret::expose), Some("1e5"));
+    // Written unquoted in a file, YAML reads a number: refused, not shown.
+    let (_dir, path) = write_yaml("auth:\n  admin_key: 98765432\n");
+    let text = error_text(load_with(Some(&path), &[]));
+    assert!(text.contains("auth.admin_key"), "{text}");
+    assert!(!text.contains("98765432"), "{text}");
+}
+
+#[test]
+fn bad_urls_are_named_without_their_credentials() {
+    let (_dir, path) = write_yaml("backends:\n  x:\n    url: ftp://me:hunter2@host/\n");
+    let text = error_text(load_with(Some(&path), &[]));
+    assert!(text.contains("backends.x.url"), "{text}");
+    assert!(
+        text.contains("ftp://host/") && !text.contains("hunter2"),
+        "{text}"
+    );
+}
+
+#[test]
 fn precedence_is_default_then_file_then_env() {
     let (_dir, path) = write_yaml("server:\n  port: 7000\nvllm:\n  timeout: 60\n");
     let file_only = load_with(Some(&path), &[]).expect("file loads");

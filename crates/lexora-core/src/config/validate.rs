@@ -94,8 +94,10 @@ impl Checker<'_> {
     }
 
     pub(super) fn url(&self, key: &str, value: &str) -> Result<Url, ConfigError> {
-        let hint =
-            || format!("`{value}` is not an http(s) URL (expected e.g. http://localhost:8000)");
+        let hint = || {
+            let shown = super::secret::without_userinfo(value);
+            format!("`{shown}` is not an http(s) URL (expected e.g. http://localhost:8000)")
+        };
         let mut url = Url::parse(value).map_err(|_| self.fail(key, hint()))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(self.fail(key, hint()));

@@ -33,7 +33,8 @@ fn config_check_prints_the_effective_config_with_secrets_masked() {
     let path = dir.0.join("c.yaml");
     std::fs::write(
         &path,
-        "backends:\n  hosted:\n    url: https://api.example.com/v1\n    api_key: sk-live-123456\n",
+        "backends:\n  hosted:\n    url: https://api.example.com/v1\n    api_key: sk-live-123456\n  \
+         proxied:\n    url: http://gw-user:gw-pass@engine:8000\n",
     )
     .expect("write");
     let (code, stdout, stderr) = lexora(
@@ -48,6 +49,12 @@ fn config_check_prints_the_effective_config_with_secrets_masked() {
         "{stdout}"
     );
     assert!(!stdout.contains("sk-live"), "{stdout}");
+    // Credentials written into a URL are masked too.
+    assert!(stdout.contains("url: http://engine:8000"), "{stdout}");
+    assert!(
+        !stdout.contains("gw-pass") && !stdout.contains("gw-user"),
+        "{stdout}"
+    );
 }
 
 #[test]
