@@ -36,12 +36,31 @@ pub const CLIENT_CLOSED: u16 = 499;
 
 /// Token usage as engines report it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(from = "UsageWire")]
 pub struct Usage {
     /// Anthropic calls it `input_tokens`.
-    #[serde(default, alias = "input_tokens")]
     pub prompt_tokens: u64,
-    #[serde(default, alias = "output_tokens")]
+    /// Anthropic calls it `output_tokens`.
     pub completion_tokens: u64,
+}
+
+/// [`Usage`] as written: OpenAI's names, Anthropic's, or both (some
+/// engines write both; a serde alias would refuse that as a repeat).
+#[derive(Deserialize)]
+struct UsageWire {
+    prompt_tokens: Option<u64>,
+    input_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+}
+
+impl From<UsageWire> for Usage {
+    fn from(wire: UsageWire) -> Self {
+        Self {
+            prompt_tokens: wire.prompt_tokens.or(wire.input_tokens).unwrap_or(0),
+            completion_tokens: wire.completion_tokens.or(wire.output_tokens).unwrap_or(0),
+        }
+    }
 }
 
 impl Usage {

@@ -26,6 +26,11 @@ fn reads_openai_and_anthropic_answers() {
     assert_eq!(counts(of_answer(anthropic)), Some((7, 2)));
     let spaced = b"{ \"usage\" :\n {\"prompt_tokens\": 1, \"completion_tokens\": 2} }";
     assert_eq!(counts(of_answer(spaced)), Some((1, 2)));
+    // Both spellings at once: OpenAI's names win.
+    let both = br#"{"usage":{"input_tokens":7,"prompt_tokens":8,"completion_tokens":3,"output_tokens":2}}"#;
+    assert_eq!(counts(of_answer(both)), Some((8, 3)));
+    let mixed = br#"{"usage":{"input_tokens":7,"completion_tokens":3,"prompt_tokens":null}}"#;
+    assert_eq!(counts(of_answer(mixed)), Some((7, 3)));
 }
 
 #[test]
