@@ -63,7 +63,7 @@ pub(super) async fn serve(
                     open: Some(open),
                 }));
                 if watch_sends {
-                    lock(&activity).answers.push(Arc::downgrade(&answer));
+                    lock(&activity).keep(&answer);
                 }
                 Body::new(Tracked { answer })
             });
@@ -139,6 +139,16 @@ struct Activity {
 }
 
 impl Activity {
+    /// Adds `answer` to those watched. Finished ones are forgotten here as
+    /// well as by the watch: thousands of requests a second on one
+    /// connection would otherwise pile up between two looks.
+    fn keep(&mut self, answer: &Arc<Mutex<Answer>>) {
+        if self.answers.len() >= 2 * self.open.max(32) {
+            self.answers.retain(|weak| weak.strong_count() > 0);
+        }
+        self.answers.push(Arc::downgrade(answer));
+    }
+
     /// The answers handed to hyper at least `limit` ago and not asked for
     /// since, and when the next one would be; forgets the finished ones.
     fn stalled(
@@ -293,5 +303,43 @@ impl AsyncWrite for Rewound {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finished_answers_do_not_pile_up() {
+        let activity = Arc::new(Mutex::new(Activity {
+            open: 0,
+            since: Instant::now(),
+            answers: Vec::new(),
+        }));
+        let live: Vec<_> = (0..10)
+            .map(|_| {
+                let answer = Arc::new(Mutex::new(Answer {
+                    body: Some(Body::empty()),
+                    handed: None,
+                    open: Some(Open::start(&activity)),
+                }));
+                lock(&activity).keep(&answer);
+                answer
+            })
+            .collect();
+        for _ in 0..10_000 {
+            let answer = Arc::new(Mutex::new(Answer {
+                body: Some(Body::empty()),
+                handed: None,
+                open: Some(Open::start(&activity)),
+            }));
+            lock(&activity).keep(&answer);
+        }
+        let activity = lock(&activity);
+        assert_eq!(activity.open, 10);
+        assert!(activity.answers.len() <= 64, "{}", activity.answers.len());
+        let kept = activity.answers.iter().filter(|w| w.strong_count() > 0);
+        assert_eq!(kept.count(), live.len());
     }
 }
