@@ -169,7 +169,6 @@ pub async fn run(
             continue;
         }
         cursor = index + 1;
-        tried_in_round = true;
         tries += 1;
         if tries > 1 {
             record.note_retry();
@@ -178,14 +177,28 @@ pub async fn run(
         record.set_backend(backend);
         let candidate_model = candidates[index].1.as_deref();
         let probe = ProbeGuard::new(&backend.policy.breaker, admission == Admission::Probe);
+        // A request given less time than the backend's own timeout (the
+        // client's `x_timeout`) says nothing of the backend's health when
+        // its deadline passes: one client must not be able to open the
+        // breaker for everyone with a tiny timeout.
+        let own_timeout = plan.timeout >= backend.config.timeout;
         match attempt(backend, candidate_model, &plan, record).await {
             Ok(answer) => {
                 probe.settle();
                 backend.policy.breaker.record_success();
                 return Ok(answer);
             }
+            Err(error @ GatewayError::QueueFull { .. }) if cursor < candidates.len() => {
+                // Never reached this backend: the next one that serves the
+                // model is tried at once, as failover rather than a retry.
+                tries -= 1;
+                last_error.get_or_insert(error);
+                continue;
+            }
             Err(error) => {
-                if counts_as_failure(&error) {
+                tried_in_round = true;
+                let timed_out = matches!(error, GatewayError::UpstreamTimeout { .. });
+                if counts_as_failure(&error) && (own_timeout || !timed_out) {
                     probe.settle();
                     backend.policy.breaker.record_failure(Instant::now());
                 } else if matches!(error, GatewayError::UpstreamStatus { .. }) {

@@ -321,3 +321,74 @@ async fn a_refused_request_with_a_huge_max_tokens_costs_nothing() {
         "the refused request was refunded, not left as debt"
     );
 }
+
+#[tokio::test]
+async fn only_the_backends_own_timeout_counts_against_its_breaker() {
+    let engine = mock(&["--chunks", "1"]);
+    let gw = gateway(&format!(
+        "rate_limit:\n  enabled: false\nretry:\n  max_retries: 0\ncircuit_breaker:\n  failure_threshold: 2\n  timeout: 30\nbackends:\n  engine:\n    url: {}\n    timeout: 0.4\n    models: [{{name: m1}}]\n",
+        engine.url
+    ));
+    let url = chat_url(&gw);
+    let slow = |x_timeout: Option<f64>| {
+        let mut body = json!({"model": "m1", "messages": [], "mock": {"delay_ms": 1500}});
+        if let Some(seconds) = x_timeout {
+            body["x_timeout"] = json!(seconds);
+        }
+        body
+    };
+    // Clients that give up sooner than the backend's timeout: their
+    // deadlines pass, the breaker stays closed.
+    for _ in 0..4 {
+        let (status, code) = error_code(post(&url, slow(Some(0.05))).await).await;
+        assert_eq!((status, code.as_str()), (504, "upstream_timeout"));
+    }
+    let ok = post(&url, json!({"model": "m1", "messages": []})).await;
+    assert_eq!(
+        ok.status(),
+        200,
+        "a client's own deadline opened the breaker"
+    );
+    // The backend's own timeout (0.4 s) passing twice does open it.
+    for _ in 0..2 {
+        let (status, _) = error_code(post(&url, slow(None)).await).await;
+        assert_eq!(status, 504);
+    }
+    let (status, code) = error_code(post(&url, json!({"model": "m1", "messages": []})).await).await;
+    assert_eq!((status, code.as_str()), (503, "circuit_open"));
+}
+
+#[tokio::test]
+async fn a_full_queue_fails_over_to_the_next_backend_of_the_model() {
+    let busy_engine = mock(&["--chunks", "10", "--tokens-per-second", "10"]);
+    let spare_engine = mock(&["--chunks", "1"]);
+    let gw = gateway(&format!(
+        "rate_limit:\n  enabled: false\nretry:\n  max_retries: 0\nqueue:\n  max_size: 1\nbackends:\n  busy:\n    url: {}\n    max_concurrency: 1\n    models: [{{name: m1}}]\n  spare:\n    url: {}\n    models: [{{name: m1}}]\n",
+        busy_engine.url, spare_engine.url
+    ));
+    let url = chat_url(&gw);
+    // The first backend: one request generating (1 s), one queued.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let url = url.clone();
+        held.push(tokio::spawn(async move {
+            post(&url, json!({"model": "m1", "messages": []}))
+                .await
+                .status()
+        }));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // Its queue is full: served by the other backend, not refused.
+    let response = post(&url, json!({"model": "m1", "messages": []})).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(engine_requests(&spare_engine).await.len(), 1);
+    for request in held {
+        assert_eq!(request.await.expect("join"), 200);
+    }
+    assert_eq!(engine_requests(&busy_engine).await.len(), 2);
+    let stats = get_json(&format!("{}/stats", gw.url)).await;
+    assert_eq!(
+        stats["retries"], 0,
+        "failover past a full queue is not a retry"
+    );
+}
