@@ -197,6 +197,26 @@ impl EngineManager {
     }
 
     async fn acquire_index(self: &Arc<Self>, index: usize) -> Result<Lease, EngineError> {
+        // The transition runs in a task of its own: a request that gives up
+        // (its timeout passed, its client left) must not kill an engine
+        // half-loaded for it and for every request waiting behind it. Its
+        // lease, if nobody waits for it any more, is dropped with the task.
+        let manager = Arc::clone(self);
+        let transition = self
+            .tasks
+            .spawn(async move { manager.transition_to(index).await });
+        match transition.await {
+            Ok(result) => result,
+            Err(failed) => Err(EngineError::Spawn {
+                model: self.model.name.clone(),
+                variant: self.model.variants[index].name.clone(),
+                reason: format!("the engine's start failed: {failed}"),
+            }),
+        }
+    }
+
+    /// [`Self::acquire_index`]'s work, with the turn held throughout.
+    async fn transition_to(self: &Arc<Self>, index: usize) -> Result<Lease, EngineError> {
         let _turn = self.turn.lock().await;
         let transition = Transition(&self.shared);
         if lock(&self.shared).shut_down {

@@ -135,6 +135,27 @@ async fn acquire_starts_the_variant_and_health_answers() {
 }
 
 #[tokio::test]
+async fn a_request_that_gives_up_does_not_kill_the_start() {
+    let m = manager(settings());
+    // Gives up long before the engine can be ready (its timeout, or its
+    // client gone): the start goes on for the requests behind it.
+    let gave_up = timeout(Duration::from_millis(5), m.acquire("small")).await;
+    assert!(gave_up.is_err(), "ready within 5 ms?");
+    wait_for("the engine to be ready", || {
+        m.status().state == EngineState::Ready
+    })
+    .await;
+    let status = m.status();
+    let pid = status.pid.expect("running");
+    assert_eq!(status.leases, 0, "the lease nobody took was dropped");
+    let lease = acquire(&m, "small").await;
+    assert_eq!(lease.pid, pid, "the same engine, not a second start");
+    assert_eq!(m.status().starts, 1);
+    drop(lease);
+    shutdown_and_check(&m, pid).await;
+}
+
+#[tokio::test]
 async fn concurrent_acquires_share_one_start() {
     let m = manager(settings());
     let calls = (0..4).map(|_| {
