@@ -238,7 +238,7 @@ pub async fn upstream_error(
             status: parts.status.as_u16(),
         };
     }
-    let bytes = match read_body(body, MAX_ERROR_BODY, backend, deadline, timeout).await {
+    let bytes = match read_error_body(body, backend, deadline, timeout).await {
         Ok(bytes) => bytes,
         Err(error) => return error,
     };
@@ -249,6 +249,47 @@ pub async fn upstream_error(
             Wire::Anthropic => Bytes::from(translate::anthropic_error_to_openai(&bytes)),
         },
         retry_after: parts.headers.get(header::RETRY_AFTER).cloned(),
+    }
+}
+
+/// An error answer's body, cut at [`MAX_ERROR_BODY`]: engines that echo
+/// the offending input in a validation error can write more, and the
+/// client must still get the engine's status (a failed read would become
+/// a retried 502 counted against the backend). The rest is not read; the
+/// connection is not reused.
+async fn read_error_body(
+    mut body: Body,
+    backend: &str,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<Bytes, GatewayError> {
+    let mut kept = bytes::BytesMut::new();
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame?.into_data() else {
+                continue;
+            };
+            let room = MAX_ERROR_BODY - kept.len();
+            kept.extend_from_slice(&data[..data.len().min(room)]);
+            if data.len() >= room {
+                break;
+            }
+        }
+        Ok::<_, axum::Error>(())
+    };
+    match tokio::time::timeout_at(deadline, read).await {
+        Err(_) => Err(GatewayError::UpstreamTimeout {
+            backend: backend.to_owned(),
+            after: timeout,
+        }),
+        Ok(Err(e)) => Err(GatewayError::UpstreamReset {
+            backend: backend.to_owned(),
+            reason: format!(
+                "while reading the answer: {}",
+                crate::upstream::root_cause(&e)
+            ),
+        }),
+        Ok(Ok(())) => Ok(kept.freeze()),
     }
 }
 

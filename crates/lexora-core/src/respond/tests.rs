@@ -35,3 +35,49 @@ fn other_error_shapes_are_wrapped_keeping_the_message() {
     insta::assert_json_snapshot!("plain_text", normalized(502, "Bad Gateway\n"));
     insta::assert_json_snapshot!("empty", normalized(503, ""));
 }
+
+#[tokio::test]
+async fn a_long_error_keeps_its_status_cut_to_the_limit() {
+    // A validation error echoing a huge input, in pieces as a socket gives it.
+    let echo = format!(
+        "{{\"detail\":[{{\"msg\":\"bad\",\"input\":\"{}\"}}]}}",
+        "x".repeat(200_000)
+    );
+    let pieces: Vec<Result<Bytes, std::io::Error>> = echo
+        .as_bytes()
+        .chunks(10_000)
+        .map(|piece| Ok(Bytes::copy_from_slice(piece)))
+        .collect();
+    let body = Body::from_stream(futures_util::stream::iter(pieces));
+    let upstream = Response::builder()
+        .status(422)
+        .body(body)
+        .expect("response");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let error = upstream_error(
+        upstream,
+        Wire::OpenAi,
+        "engine",
+        deadline,
+        Duration::from_secs(5),
+    )
+    .await;
+    let GatewayError::UpstreamStatus { status, body, .. } = error else {
+        panic!("the engine's status was lost: {error:?}");
+    };
+    assert_eq!(status, 422);
+    assert!(!error_retryable(status), "a 422 is not retried");
+    let json: Value = serde_json::from_slice(&body).expect("OpenAI-shaped");
+    let message = json["error"]["message"].as_str().expect("message");
+    assert!(message.starts_with("{\"detail\""), "{}", &message[..40]);
+    assert!(body.len() <= MAX_ERROR_BODY + 1024, "{}", body.len());
+}
+
+fn error_retryable(status: StatusCode) -> bool {
+    GatewayError::UpstreamStatus {
+        status,
+        body: Bytes::new(),
+        retry_after: None,
+    }
+    .retryable()
+}
