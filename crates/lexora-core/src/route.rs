@@ -29,9 +29,19 @@ impl Routes {
         configs: &[BackendConfig],
         mut policy: impl FnMut(&BackendConfig) -> Arc<BackendPolicy>,
     ) -> Result<Self, GatewayError> {
+        // What can refuse a backend, for all of them first: building an
+        // engine backend touches the live scheduler, and a refused reload
+        // must change nothing.
+        let headers = configs
+            .iter()
+            .map(Backend::headers)
+            .collect::<Result<Vec<_>, _>>()?;
         let backends = configs
             .iter()
-            .map(|config| Backend::new(config.clone(), policy(config)).map(Arc::new))
+            .zip(headers)
+            .map(|(config, headers)| {
+                Backend::new(config.clone(), policy(config), headers).map(Arc::new)
+            })
             .collect::<Result<_, _>>()?;
         Ok(Self { backends })
     }

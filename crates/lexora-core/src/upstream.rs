@@ -96,8 +96,25 @@ impl std::fmt::Debug for Backend {
 }
 
 impl Backend {
-    /// Builds the backend's transport (HTTP pool or in-process engine).
-    pub fn new(config: BackendConfig, policy: Arc<BackendPolicy>) -> Result<Self, GatewayError> {
+    /// The headers every request to `config`'s backend carries
+    /// (credentials, configured extras): what can refuse a backend, checked
+    /// for all before any is built (see [`crate::route::Routes::new`]).
+    pub fn headers(
+        config: &BackendConfig,
+    ) -> Result<Vec<(http::HeaderName, HeaderValue)>, GatewayError> {
+        let mut headers = Adapter::new(config).auth_headers(config)?;
+        headers.extend(config.headers.iter().cloned());
+        Ok(headers)
+    }
+
+    /// Builds the backend's transport (HTTP pool or in-process engine),
+    /// with the `headers` [`Self::headers`] gave. An engine backend's
+    /// manager joins the live scheduler here.
+    pub fn new(
+        config: BackendConfig,
+        policy: Arc<BackendPolicy>,
+        headers: Vec<(http::HeaderName, HeaderValue)>,
+    ) -> Result<Self, GatewayError> {
         let transport = match (&config.kind, &config.url) {
             (BackendKind::Mock, _) => {
                 Transport::InProcess(MockEngine::new(config.mock.clone()).router())
@@ -134,8 +151,6 @@ impl Backend {
             }
         };
         let adapter = Adapter::new(&config);
-        let mut headers = adapter.auth_headers(&config)?;
-        headers.extend(config.headers.iter().cloned());
         let health = ArcSwap::from_pointee(BackendHealth::unknown(&config));
         Ok(Self {
             config,

@@ -168,6 +168,16 @@ fn secrets_from_env_are_taken_as_written() {
 }
 
 #[test]
+fn an_api_key_that_cannot_be_a_header_is_named_not_shown() {
+    let (_dir, path) = write_yaml(
+        "backends:\n  hosted:\n    url: https://api.example.com\n    api_key: \"sk-abc\\ndef\"\n",
+    );
+    let text = error_text(load_with(Some(&path), &[]));
+    assert!(text.contains("backends.hosted.api_key"), "{text}");
+    assert!(!text.contains("sk-abc"), "{text}");
+}
+
+#[test]
 fn bad_urls_are_named_without_their_credentials() {
     let (_dir, path) = write_yaml("backends:\n  x:\n    url: ftp://me:hunter2@host/\n");
     let text = error_text(load_with(Some(&path), &[]));

@@ -205,9 +205,13 @@ impl Pool {
 
     /// Sends `request` (origin-form URI, `Host` set) on an idle connection
     /// or a new one, and waits for the answer head. A pooled connection
-    /// the peer had closed before the request was written is replaced
-    /// transparently; a request that may have reached the engine is not
-    /// sent twice.
+    /// known to be closed (the runtime saw the engine's close) is never
+    /// used, and one that fails while the request is written is replaced
+    /// transparently. A request that may have reached the engine is not
+    /// sent twice, as nginx and Go's client do not resend a written POST:
+    /// an engine close that crosses the request (it closed an idle
+    /// connection in the instant it was taken) ends the request as a reset,
+    /// left to the retry policy.
     pub async fn send(&self, request: Request<Bytes>) -> Result<Response<PooledBody>, PoolError> {
         let (parts, body) = request.into_parts();
         let mut head = Vec::with_capacity(256);

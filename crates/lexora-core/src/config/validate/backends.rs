@@ -113,6 +113,19 @@ pub(super) fn validate_backend(
         value.set_sensitive(true);
         headers.push((header_name, value));
     }
+    if let Some(api_key) = &backend.api_key {
+        // Sent in a header (`Bearer KEY`, `api-key`, `x-api-key`).
+        if !api_key
+            .expose()
+            .bytes()
+            .all(|b| b == b' ' || b.is_ascii_graphic())
+        {
+            return Err(check.fail(
+                &key("api_key"),
+                "must be printable ASCII: it is sent in a header (not shown)",
+            ));
+        }
+    }
     let max_concurrency = match backend.max_concurrency {
         Some(0) => {
             return Err(check.fail(
