@@ -277,20 +277,13 @@ async fn read_error_body(
         }
         Ok::<_, axum::Error>(())
     };
-    match tokio::time::timeout_at(deadline, read).await {
-        Err(_) => Err(GatewayError::UpstreamTimeout {
-            backend: backend.to_owned(),
-            after: timeout,
-        }),
-        Ok(Err(e)) => Err(GatewayError::UpstreamReset {
-            backend: backend.to_owned(),
-            reason: format!(
-                "while reading the answer: {}",
-                crate::upstream::root_cause(&e)
-            ),
-        }),
-        Ok(Ok(())) => Ok(kept.freeze()),
-    }
+    let read = tokio::time::timeout_at(deadline, read).await;
+    read_outcome(
+        read.map(|r| r.map_err(|e| crate::upstream::root_cause(&e))),
+        backend,
+        timeout,
+    )?;
+    Ok(kept.freeze())
 }
 
 async fn read_body(
@@ -301,19 +294,32 @@ async fn read_body(
     timeout: Duration,
 ) -> Result<Bytes, GatewayError> {
     let collect = Limited::new(body, limit).collect();
-    match tokio::time::timeout_at(deadline, collect).await {
+    let read = tokio::time::timeout_at(deadline, collect).await;
+    let collected = read_outcome(
+        read.map(|r| r.map_err(|e| crate::upstream::root_cause(e.as_ref()))),
+        backend,
+        timeout,
+    )?;
+    Ok(collected.to_bytes())
+}
+
+/// What a read of an answer's body from `backend` came to: its value, or
+/// the timeout or failure (the root cause given) as the client's error.
+fn read_outcome<T>(
+    read: Result<Result<T, String>, tokio::time::error::Elapsed>,
+    backend: &str,
+    timeout: Duration,
+) -> Result<T, GatewayError> {
+    match read {
         Err(_) => Err(GatewayError::UpstreamTimeout {
             backend: backend.to_owned(),
             after: timeout,
         }),
-        Ok(Err(e)) => Err(GatewayError::UpstreamReset {
+        Ok(Err(cause)) => Err(GatewayError::UpstreamReset {
             backend: backend.to_owned(),
-            reason: format!(
-                "while reading the answer: {}",
-                crate::upstream::root_cause(e.as_ref())
-            ),
+            reason: format!("while reading the answer: {cause}"),
         }),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Ok(value)) => Ok(value),
     }
 }
 

@@ -65,8 +65,9 @@ impl Drop for Endless {
     }
 }
 
-#[tokio::test]
-async fn a_client_that_stops_reading_is_dropped_with_its_stream() {
+/// A handler answering every request with an [`Endless`] body, and the
+/// flag its bodies raise when dropped.
+fn endless() -> (TestHandler, Arc<AtomicBool>) {
     let dropped = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&dropped);
     let handler = TestHandler(Arc::new(move |_request: Request<Body>| {
@@ -75,6 +76,12 @@ async fn a_client_that_stops_reading_is_dropped_with_its_stream() {
         };
         Box::pin(async move { Response::new(Body::new(body)) })
     }));
+    (handler, dropped)
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_with_its_stream() {
+    let (handler, dropped) = endless();
     let limits = Limits {
         idle: None,
         send: Some(Duration::from_millis(300)),
@@ -175,14 +182,7 @@ async fn an_idle_http2_connection_is_closed_but_not_while_a_request_is_open() {
 
 #[tokio::test]
 async fn an_http2_client_that_stops_reading_loses_its_answer_and_its_connection() {
-    let dropped = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&dropped);
-    let handler = TestHandler(Arc::new(move |_request: Request<Body>| {
-        let body = Endless {
-            dropped: Arc::clone(&flag),
-        };
-        Box::pin(async move { Response::new(Body::new(body)) })
-    }));
+    let (handler, dropped) = endless();
     let limits = Limits {
         idle: Some(Duration::from_millis(300)),
         send: Some(Duration::from_millis(300)),
