@@ -483,7 +483,12 @@ impl HttpBody for SseRelay {
     }
 }
 
-/// Position just past the last complete event (`\n\n` or `\r\n\r\n`).
+// An event ends with a blank line: a line end (LF or CRLF) followed by an
+// empty line, so `\n\n` or `\n\r\n` (which covers `\r\n\r\n` and the
+// mixed endings; `\r\n\n` ends in `\n\n`). Lone CRs as line ends, which
+// no engine writes, are not recognised.
+
+/// Position just past the last complete event.
 fn last_event_end(buf: &[u8]) -> Option<usize> {
     let mut i = buf.len();
     while i >= 2 {
@@ -491,7 +496,7 @@ fn last_event_end(buf: &[u8]) -> Option<usize> {
             if buf[i - 2] == b'\n' {
                 return Some(i);
             }
-            if i >= 4 && &buf[i - 4..i] == b"\r\n\r\n" {
+            if i >= 3 && &buf[i - 3..i] == b"\n\r\n" {
                 return Some(i);
             }
         }
@@ -502,7 +507,7 @@ fn last_event_end(buf: &[u8]) -> Option<usize> {
 
 /// Whether `buf` ends with the blank line that ends an event.
 fn ends_an_event(buf: &[u8]) -> bool {
-    buf.ends_with(b"\n\n") || buf.ends_with(b"\r\n\r\n")
+    buf.ends_with(b"\n\n") || buf.ends_with(b"\n\r\n")
 }
 
 /// Splits complete events, each with its terminating blank line.
@@ -519,7 +524,7 @@ fn split_events(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// Position just past the first complete event (`\n\n` or `\r\n\r\n`).
+/// Position just past the first complete event.
 ///
 /// One pass over the line ends: searching for each terminator through the
 /// whole rest made splitting a burst of events quadratic.
@@ -531,11 +536,7 @@ fn first_event_end(buf: &[u8]) -> Option<usize> {
         if next == Some(&b'\n') {
             return Some(nl + 2);
         }
-        if nl >= 1
-            && buf[nl - 1] == b'\r'
-            && next == Some(&b'\r')
-            && buf.get(nl + 2) == Some(&b'\n')
-        {
+        if next == Some(&b'\r') && buf.get(nl + 2) == Some(&b'\n') {
             return Some(nl + 3);
         }
         from = nl + 1;

@@ -158,6 +158,10 @@ fn event_boundaries() {
     assert_eq!(last_event_end(b"data: a\n\ndata: b"), Some(9));
     assert_eq!(last_event_end(b"data: a\r\n\r\n"), Some(11));
     assert_eq!(last_event_end(b"data: a\n"), None);
+    // Mixed line ends: an LF line, then an empty CRLF line, and the reverse.
+    assert_eq!(last_event_end(b"data: a\n\r\n"), Some(10));
+    assert_eq!(first_event_end(b"data: a\n\r\ndata: b\r\n\n"), Some(10));
+    assert_eq!(last_event_end(b"data: a\n\r\ndata: b\r\n\n"), Some(20));
     assert_eq!(
         event_data(b"event: x\ndata: {\"a\":\ndata: 1}\n\n").as_deref(),
         Some(&b"{\"a\":\n1}"[..])
@@ -191,14 +195,22 @@ async fn boundaries_split_across_frames_are_found() {
     )
     .await;
     assert_eq!(seen, ["data: {\"a\":1}\n\n", "data: {\"b\":2}\r\n\r\n"]);
+    // Mixed line ends, split too: relayed as events, not held to the end.
+    let (seen, _) = relay(
+        vec!["data: {\"c\":3}\n", "\r\n", "data: [DONE]\r\n\n"],
+        false,
+    )
+    .await;
+    assert_eq!(seen, ["data: {\"c\":3}\n\r\n", "data: [DONE]\r\n\n"]);
 }
 
-/// The two-search formulation `first_event_end` had before it became one
-/// pass; both must find the same boundary.
+/// Two searches, one per blank-line form (the formulation
+/// `first_event_end` had before it became one pass): both must find the
+/// same boundary.
 fn reference_first_event_end(buf: &[u8]) -> Option<usize> {
     let find = |needle: &[u8]| buf.windows(needle.len()).position(|w| w == needle);
     let lf = find(b"\n\n").map(|i| i + 2);
-    let crlf = find(b"\r\n\r\n").map(|i| i + 4);
+    let crlf = find(b"\n\r\n").map(|i| i + 3);
     match (lf, crlf) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
