@@ -109,6 +109,7 @@ pub(super) fn parse_head(buffer: &mut BytesMut) -> Result<Option<Head>, Refusal>
     let mut transfer_encoding = false;
     let mut chunked = false;
     let mut expects_continue = false;
+    let mut hosts = 0usize;
     for (name, value) in spans {
         let name =
             HeaderName::from_bytes(&head[name]).map_err(|_| bad("invalid header name".into()))?;
@@ -131,6 +132,8 @@ pub(super) fn parse_head(buffer: &mut BytesMut) -> Result<Option<Head>, Refusal>
             transfer_encoding = true;
         } else if name == header::EXPECT {
             expects_continue = value.as_bytes().eq_ignore_ascii_case(b"100-continue");
+        } else if name == header::HOST {
+            hosts += 1;
         }
         headers.append(name, value);
     }
@@ -152,6 +155,13 @@ pub(super) fn parse_head(buffer: &mut BytesMut) -> Result<Option<Head>, Refusal>
         }
         (false, length) => Framing::Length(length.unwrap_or(0)),
     };
+    // RFC 9112 §3.2: an HTTP/1.1 request has exactly one `Host`, and no
+    // request has two (which one a proxy behind would use is anyone's guess).
+    if hosts > 1 || (hosts == 0 && minor == 1) {
+        return Err(bad(
+            "an HTTP/1.1 request needs exactly one `host` header".into()
+        ));
+    }
     let mut request = Request::new(());
     *request.method_mut() = method;
     *request.uri_mut() = uri;

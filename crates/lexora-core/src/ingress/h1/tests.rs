@@ -231,8 +231,14 @@ async fn expect_100_continue_is_answered_before_the_body_is_sent() {
 #[tokio::test]
 async fn malformed_heads_are_refused_with_an_openai_error_and_the_connection_closes() {
     let (address, _closing) = server(echo()).await;
-    let cases: [(&[u8], u16); 7] = [
+    let cases: [(&[u8], u16); 9] = [
         (b"NOT A REQUEST\r\n\r\n", 400),
+        // HTTP/1.1 without a host, and any request with two.
+        (b"POST /x HTTP/1.1\r\ncontent-length: 0\r\n\r\n", 400),
+        (
+            b"POST /x HTTP/1.0\r\nhost: a\r\nhost: b\r\ncontent-length: 0\r\n\r\n",
+            400,
+        ),
         (
             b"POST /x HTTP/1.1\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n",
             400,
@@ -305,7 +311,7 @@ async fn http10_clients_get_their_connection_closed_unless_they_ask_to_keep_it()
     let answer = client.answer().await;
     assert_eq!(answer.headers[header::CONNECTION], "keep-alive");
     client
-        .send(b"POST /three HTTP/1.1\r\ncontent-length: 0\r\n\r\n")
+        .send(b"POST /three HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
         .await;
     assert_eq!(client.answer().await.headers["x-target"], "/three");
 }
@@ -329,7 +335,7 @@ async fn head_requests_get_the_length_and_no_body() {
     let mut client = Client::connect(address).await;
     for (target, length) in [("/declared", "42"), ("/whole", "5")] {
         client
-            .send(format!("HEAD {target} HTTP/1.1\r\n\r\n").as_bytes())
+            .send(format!("HEAD {target} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
             .await;
         while !client.buffer.ends_with(b"\r\n\r\n") {
             assert!(client.more().await);
@@ -344,7 +350,7 @@ async fn head_requests_get_the_length_and_no_body() {
     }
     // No body followed: the next answer starts right away.
     client
-        .send(b"POST /after HTTP/1.1\r\ncontent-length: 0\r\n\r\n")
+        .send(b"POST /after HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
         .await;
     let answer = client.answer().await;
     assert_eq!(answer.body, "hello");
@@ -553,7 +559,7 @@ async fn an_answer_given_before_the_body_is_read_closes_the_connection() {
     let (address, _closing) = server(handler).await;
     let mut client = Client::connect(address).await;
     client
-        .send(b"POST /big HTTP/1.1\r\ncontent-length: 100000\r\n\r\nonly the start")
+        .send(b"POST /big HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\nonly the start")
         .await;
     let answer = client.answer().await;
     assert_eq!(answer.status, 413);
@@ -588,7 +594,7 @@ async fn no_100_continue_is_sent_when_the_answer_comes_without_reading_the_body(
     let (address, _closing) = server(handler).await;
     let mut client = Client::connect(address).await;
     client
-        .send(b"POST /e HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 1000000\r\n\r\n")
+        .send(b"POST /e HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 1000000\r\n\r\n")
         .await;
     assert!(client.more().await);
     assert!(
@@ -607,7 +613,8 @@ async fn chunked_request_bodies_must_end_their_lines_in_crlf() {
         b"5\r\nhello\n0\r\n\r\n",
     ] {
         let mut client = Client::connect(address).await;
-        let mut request = b"POST /c HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+        let mut request =
+            b"POST /c HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
         request.extend_from_slice(body);
         client.send(&request).await;
         let answer = client.answer().await;
