@@ -140,6 +140,27 @@ async fn a_handler_that_does_not_read_the_body_holds_the_client_back() {
     assert_eq!(client.answer().await.body, LENGTH.to_string());
 }
 
+/// Opens an HTTP/2 connection (prior knowledge) made by `h2` and sends one
+/// chat request on it: its answer's head, the connection's task, and the
+/// sender (dropping it lets the client close the connection).
+async fn h2_chat(
+    address: std::net::SocketAddr,
+    h2: &hyper::client::conn::http2::Builder<TokioExecutor>,
+) -> (
+    http::Response<hyper::body::Incoming>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+    hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>>,
+) {
+    let tcp = TcpStream::connect(address).await.unwrap();
+    let (mut sender, connection) = h2.handshake(TokioIo::new(tcp)).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let request = Request::post("http://x/v1/chat/completions")
+        .body(http_body_util::Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    (response, connection, sender)
+}
+
 #[tokio::test]
 async fn an_idle_http2_connection_is_closed_but_not_while_a_request_is_open() {
     let (handler, mut feeds) = streaming();
@@ -148,16 +169,8 @@ async fn an_idle_http2_connection_is_closed_but_not_while_a_request_is_open() {
         send: None,
     };
     let (address, _closing) = server_with(handler, limits).await;
-    let tcp = TcpStream::connect(address).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    let connection = tokio::spawn(connection);
-    let request = Request::post("http://x/v1/chat/completions")
-        .body(http_body_util::Full::new(Bytes::from_static(b"{}")))
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
+    let h2 = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+    let (response, connection, _sender) = h2_chat(address, &h2).await;
     let feed = feeds.recv().await.unwrap();
     // A stream open for longer than the limit is not cut.
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -188,21 +201,12 @@ async fn an_http2_client_that_stops_reading_loses_its_answer_and_its_connection(
         send: Some(Duration::from_millis(300)),
     };
     let (address, _closing) = server_with(handler, limits).await;
-    let tcp = TcpStream::connect(address).await.unwrap();
     // A small window that the client never opens again: it takes the start
     // of the answer, then nothing. Flow control stops hyper from asking
     // the body for more, so only the connection's watch can let go of it.
-    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .initial_stream_window_size(65_535)
-        .adaptive_window(false)
-        .handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    let connection = tokio::spawn(connection);
-    let request = Request::post("http://x/v1/chat/completions")
-        .body(http_body_util::Full::new(Bytes::from_static(b"{}")))
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
+    let mut h2 = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+    h2.initial_stream_window_size(65_535).adaptive_window(false);
+    let (response, connection, _sender) = h2_chat(address, &h2).await;
     assert_eq!(response.status(), 200);
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert!(!dropped.load(Ordering::SeqCst), "dropped before the limit");
