@@ -18,7 +18,7 @@ use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Request, StatusCode};
+use http::{header, HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use metrics::counter;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -29,10 +29,10 @@ use crate::config::{ApiKey, Config, ConfigError, PolicyConfig};
 use crate::engine::Scheduler;
 use crate::error::GatewayError;
 use crate::identify::{self, auth, auth::Keys};
-use crate::limit::{self, LimitSpec, Limiter, RateInfo};
+use crate::limit::{self, LimitSpec, Limiter};
 use crate::parse::{self, Endpoint};
 use crate::record::{Recorder, RequestRecord};
-use crate::respond;
+use crate::respond::{self, Stamp};
 use crate::route::Routes;
 use crate::upstream::fields::FieldRules;
 use crate::upstream::Wire;
@@ -77,13 +77,6 @@ enum Forwarded {
         /// The backend's `response_fields`.
         fields: Arc<FieldRules>,
     },
-}
-
-/// Response headers every answer of a proxied request carries.
-#[derive(Default)]
-struct Extras {
-    rate: Option<RateInfo>,
-    queue_wait: Option<Duration>,
 }
 
 impl Gateway {
@@ -154,12 +147,26 @@ impl Gateway {
     /// Serves one OpenAI request end to end. Never fails: errors become
     /// OpenAI-shaped responses. Every response carries `x-request-id`.
     pub async fn proxy(self: Arc<Self>, endpoint: Endpoint, request: Request<Body>) -> Response {
+        let (mut response, stamp) = self.proxy_stamped(endpoint, request).await;
+        stamp.write_headers(response.headers_mut());
+        response
+    }
+
+    /// [`proxy`](Self::proxy), with the gateway's own headers (request
+    /// id, rate limits, queue wait) handed back beside the response
+    /// instead of in it, for the HTTP/1.1 server to write straight into
+    /// the answer's head.
+    pub async fn proxy_stamped(
+        self: Arc<Self>,
+        endpoint: Endpoint,
+        request: Request<Body>,
+    ) -> (Response, Stamp) {
         let runtime = self.runtime();
         let request_id = identify::request_id(request.headers());
         let mut record = self.recorder.start(endpoint, request_id.clone());
-        let mut extras = Extras::default();
-        let mut response = match self
-            .forward(&runtime, endpoint, request, &mut record, &mut extras)
+        let mut stamp = Stamp::new(request_id);
+        let response = match self
+            .forward(&runtime, endpoint, request, &mut record, &mut stamp)
             .await
         {
             Ok(Forwarded::Complete(response)) => {
@@ -184,13 +191,13 @@ impl Gateway {
                     translation,
                     fields,
                     endpoint.wire(),
-                    request_id.to_str().unwrap_or("lexora"),
+                    stamp.request_id.to_str().unwrap_or("lexora"),
                 )
             }
             Err(error) => {
                 record.finish(error.status().as_u16(), Some(error.metric_kind()));
                 if error.status().is_server_error() {
-                    tracing::warn!(request_id = request_id.to_str().unwrap_or("-"), %error, "request failed");
+                    tracing::warn!(request_id = stamp.request_id.to_str().unwrap_or("-"), %error, "request failed");
                 }
                 let mut response = error.into_response();
                 if endpoint.wire() == Wire::Anthropic {
@@ -199,18 +206,7 @@ impl Gateway {
                 response
             }
         };
-        let headers = response.headers_mut();
-        if let Some(rate) = &extras.rate {
-            rate.write_headers(headers);
-        }
-        if let Some(wait) = extras.queue_wait {
-            headers.insert(
-                "x-lexora-queue-wait-ms",
-                HeaderValue::from(wait.as_millis() as u64),
-            );
-        }
-        headers.insert(identify::REQUEST_ID, request_id);
-        response
+        (response, stamp)
     }
 
     async fn forward(
@@ -219,7 +215,7 @@ impl Gateway {
         endpoint: Endpoint,
         request: Request<Body>,
         record: &mut RequestRecord,
-        extras: &mut Extras,
+        stamp: &mut Stamp,
     ) -> Result<Forwarded, GatewayError> {
         let (parts, body) = request.into_parts();
         let key = runtime.keys.authenticate(&parts.headers)?;
@@ -271,7 +267,7 @@ impl Gateway {
                 .min(spec.tokens_per_minute.unwrap_or(u64::MAX));
             match self.limiter.reserve(user, &spec, estimate, Instant::now()) {
                 Ok(reservation) => {
-                    extras.rate = Some(reservation.info().clone());
+                    stamp.rate = Some(reservation.info().clone());
                     record.hold_reservation(reservation);
                 }
                 Err(rejection) => {
@@ -310,8 +306,8 @@ impl Gateway {
         };
         let answer = attempt::run(&candidates, &config.policies.retry, plan, record).await?;
         answer.backend.record_queue_wait(answer.queue_wait);
-        extras.queue_wait = Some(answer.queue_wait).filter(|w| !w.is_zero());
-        if let Some(wait) = extras.queue_wait {
+        stamp.queue_wait = Some(answer.queue_wait).filter(|w| !w.is_zero());
+        if let Some(wait) = stamp.queue_wait {
             self.recorder.stats.note_queue_wait(wait);
         }
         let translation = respond::Translation::between(

@@ -1,6 +1,7 @@
 //! Ingress: the HTTP server (connections in [`h1`]), its routes, and
 //! graceful shutdown.
 
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use tower::ServiceExt;
 use crate::admin;
 use crate::gateway::{self, Gateway};
 use crate::parse::Endpoint;
+use crate::respond::Stamp;
 use crate::status;
 use crate::telemetry::METRICS_UPKEEP;
 use crate::upstream::health;
@@ -76,7 +78,7 @@ struct Ingress {
 }
 
 impl h1::Handler for Ingress {
-    fn call(&self, request: Request<Body>) -> BoxFuture<'static, Response> {
+    fn call(&self, request: Request<Body>) -> BoxFuture<'static, (Response, Option<Stamp>)> {
         let proxied = match request.method() {
             &Method::POST => Endpoint::from_path(request.uri().path()),
             _ => None,
@@ -85,13 +87,12 @@ impl h1::Handler for Ingress {
         // default path boxes one future and wraps no body.
         let Some(busy_poll) = &self.busy_poll else {
             return match proxied {
-                Some(endpoint) => Box::pin(Arc::clone(&self.gateway).proxy(endpoint, request)),
-                None => Box::pin(
-                    self.router
-                        .clone()
-                        .oneshot(request)
-                        .map(|response| response.unwrap_or_else(|never| match never {})),
+                Some(endpoint) => Box::pin(
+                    Arc::clone(&self.gateway)
+                        .proxy_stamped(endpoint, request)
+                        .map(|(response, stamp)| (response, Some(stamp))),
                 ),
+                None => Box::pin(self.route(request).map(|response| (response, None))),
             };
         };
         // Every request, and every piece of every answer (a stream's
@@ -102,16 +103,24 @@ impl h1::Handler for Ingress {
         match proxied {
             Some(endpoint) => Box::pin(
                 Arc::clone(&self.gateway)
-                    .proxy(endpoint, request)
-                    .map(poked),
+                    .proxy_stamped(endpoint, request)
+                    .map(move |(response, stamp)| (poked(response), Some(stamp))),
             ),
             None => Box::pin(
-                self.router
-                    .clone()
-                    .oneshot(request)
-                    .map(move |response| poked(response.unwrap_or_else(|never| match never {}))),
+                self.route(request)
+                    .map(move |response| (poked(response), None)),
             ),
         }
+    }
+}
+
+impl Ingress {
+    /// Answers a request that is not proxied through [`router`].
+    fn route(&self, request: Request<Body>) -> impl Future<Output = Response> {
+        self.router
+            .clone()
+            .oneshot(request)
+            .map(|response| response.unwrap_or_else(|never| match never {}))
     }
 }
 

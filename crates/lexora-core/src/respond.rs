@@ -24,7 +24,10 @@ use crate::upstream::fields::FieldRules;
 use crate::upstream::Wire;
 
 pub mod sse;
+mod stamp;
 mod usage;
+
+pub use stamp::Stamp;
 
 #[cfg(test)]
 mod tests;
@@ -33,9 +36,10 @@ mod tests;
 /// are the big ones); a misbehaving upstream must not exhaust memory.
 const MAX_ANSWER_BODY: usize = 64 * 1024 * 1024;
 
-/// Headers an answer carries at most: content type and cache control,
-/// six rate-limit headers, the request id, the queue wait.
-const RESPONSE_HEADERS: usize = 12;
+/// Headers a proxied answer carries in its map: content type, cache
+/// control, `x-accel-buffering` (the gateway's own headers travel apart,
+/// in a [`Stamp`]).
+const RESPONSE_HEADERS: usize = 3;
 
 /// Largest error body read from an engine; more is not a message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -201,8 +205,6 @@ pub async fn complete(
     }
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = parts.status;
-    // Room for the gateway's own headers (rate limits, request id), so
-    // the map is not regrown while they are added.
     response.headers_mut().reserve(RESPONSE_HEADERS);
     let content_type = match translation {
         Some(_) => HeaderValue::from_static("application/json"),

@@ -44,6 +44,7 @@ use tokio_util::io::poll_read_buf;
 use tokio_util::sync::{CancellationToken, PollSender};
 
 use crate::h1::{self, Framing, Piece};
+use crate::respond::Stamp;
 
 mod h2;
 mod head;
@@ -82,8 +83,9 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
 /// What answers each request of a connection: cheap to clone, one per
 /// connection.
 pub(super) trait Handler: Clone + Send + Sync + 'static {
-    /// The answer to `request`.
-    fn call(&self, request: Request<Body>) -> BoxFuture<'static, Response>;
+    /// The answer to `request`, and the gateway's own headers for it when
+    /// they travel apart from the answer's map (see [`Stamp`]).
+    fn call(&self, request: Request<Body>) -> BoxFuture<'static, (Response, Option<Stamp>)>;
 }
 
 /// Serves one client connection until it closes, fails, stays idle past
@@ -112,7 +114,7 @@ pub(super) async fn serve(
             }
             Ok(Some(Err(Refusal::Bad(status, message)))) => {
                 let response = refusal(status, &message);
-                let _ = conn.respond(response, Answer::refusal()).await;
+                let _ = conn.respond(response, None, Answer::refusal()).await;
                 return conn.close().await;
             }
             // Closed by the client, idle at shutdown, or a failed socket.
@@ -148,11 +150,13 @@ pub(super) async fn serve(
             conn.poll_client(cx).map(|()| None)
         })
         .await;
-        let Some(response) = response else { return };
+        let Some((response, stamp)) = response else {
+            return;
+        };
         if incoming.is_some() || closing.is_cancelled() || asks_to_close(response.headers()) {
             answer.keep_alive = false;
         }
-        match conn.respond(response, answer).await {
+        match conn.respond(response, stamp.as_ref(), answer).await {
             Ok(true) => {}
             Ok(false) => return conn.close().await,
             Err(_) => return,
@@ -369,7 +373,12 @@ impl Connection {
     /// Writes `response`. `Ok(true)`: the connection can carry another
     /// request. `Err`: the client is gone or the answer's body failed; the
     /// connection cannot be used any more.
-    async fn respond(&mut self, response: Response, mut answer: Answer) -> io::Result<bool> {
+    async fn respond(
+        &mut self,
+        response: Response,
+        stamp: Option<&Stamp>,
+        mut answer: Answer,
+    ) -> io::Result<bool> {
         let (parts, mut body) = response.into_parts();
         let status = parts.status;
         let bodiless = answer.head_only
@@ -398,7 +407,14 @@ impl Connection {
                 Out::Close
             }
         };
-        encode_head(&mut self.write, status, &parts.headers, framing, &answer);
+        encode_head(
+            &mut self.write,
+            status,
+            &parts.headers,
+            stamp,
+            framing,
+            &answer,
+        );
         if bodiless {
             drop(body);
             self.flush().await?;

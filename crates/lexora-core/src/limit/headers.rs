@@ -3,7 +3,6 @@
 //! Clients and SDKs written for OpenAI read these to pace themselves, so the
 //! names and the reset format follow OpenAI's exactly.
 
-use std::cell::RefCell;
 use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -43,17 +42,30 @@ impl RateInfo {
     pub fn write_headers(&self, headers: &mut HeaderMap) {
         // One growth of the engine's header map instead of one per header.
         headers.reserve(6);
-        if let Some(value) = self.limit_requests {
-            headers.insert(LIMIT_REQUESTS, limit_value(0, value));
-        }
-        if let Some(value) = self.remaining_requests {
-            headers.insert(REMAINING_REQUESTS, HeaderValue::from(value));
-        }
-        if let Some(value) = self.limit_tokens {
-            headers.insert(LIMIT_TOKENS, limit_value(1, value));
-        }
-        if let Some(value) = self.remaining_tokens {
-            headers.insert(REMAINING_TOKENS, HeaderValue::from(value));
+        self.each(|name, value| {
+            // Always ASCII digits and units, so the conversion cannot
+            // fail; skipping keeps this free of a panic path all the same.
+            if let Ok(value) = HeaderValue::from_bytes(value) {
+                headers.insert(name, value);
+            }
+        });
+    }
+
+    /// Calls `write` with the name and value of each of the six headers
+    /// that has a value, in a fixed order. The HTTP/1.1 server writes them
+    /// this way straight into an answer's head (see
+    /// [`Stamp`](crate::respond::Stamp)).
+    pub fn each(&self, mut write: impl FnMut(HeaderName, &[u8])) {
+        let numbers = [
+            (LIMIT_REQUESTS, self.limit_requests),
+            (REMAINING_REQUESTS, self.remaining_requests),
+            (LIMIT_TOKENS, self.limit_tokens),
+            (REMAINING_TOKENS, self.remaining_tokens),
+        ];
+        let mut number = itoa::Buffer::new();
+        for (name, value) in numbers {
+            let Some(value) = value else { continue };
+            write(name, number.format(value).as_bytes());
         }
         let resets = [
             (RESET_REQUESTS, self.reset_requests),
@@ -63,31 +75,23 @@ impl RateInfo {
             let Some(value) = value else { continue };
             let mut text = Text::default();
             write_reset(value, &mut text);
-            // Always ASCII, so the conversion cannot fail; skipping keeps
-            // this free of a panic path all the same.
-            if let Ok(value) = HeaderValue::from_bytes(text.as_bytes()) {
-                headers.insert(name, value);
-            }
+            write(name, text.as_bytes());
         }
     }
-}
 
-/// The header value of a limit (`slot` 0: requests, 1: tokens). A user's
-/// limits are the same number on every request, so the last value of each
-/// is kept (per thread, no lock) and shared instead of formatted into a new
-/// allocation each time.
-fn limit_value(slot: usize, value: u64) -> HeaderValue {
-    thread_local! {
-        static LAST: RefCell<[Option<(u64, HeaderValue)>; 2]> = const { RefCell::new([None, None]) };
+    /// Whether [`each`](Self::each) gives a header named `name`.
+    pub fn writes(&self, name: &HeaderName) -> bool {
+        [
+            (LIMIT_REQUESTS, self.limit_requests.is_some()),
+            (REMAINING_REQUESTS, self.remaining_requests.is_some()),
+            (RESET_REQUESTS, self.reset_requests.is_some()),
+            (LIMIT_TOKENS, self.limit_tokens.is_some()),
+            (REMAINING_TOKENS, self.remaining_tokens.is_some()),
+            (RESET_TOKENS, self.reset_tokens.is_some()),
+        ]
+        .iter()
+        .any(|(known, set)| *set && known == name)
     }
-    LAST.with_borrow_mut(|last| match &last[slot] {
-        Some((number, header)) if *number == value => header.clone(),
-        _ => {
-            let header = HeaderValue::from(value);
-            last[slot] = Some((value, header.clone()));
-            header
-        }
-    })
 }
 
 /// Formats a reset duration the way OpenAI does (Go's duration style):
@@ -101,21 +105,32 @@ pub fn format_reset(duration: Duration) -> String {
 }
 
 /// [`format_reset`] into `out`: these headers go with every limited
-/// request, so they are written without `format!` and its allocations.
+/// request, so they are written without `format!` and its allocations,
+/// and in 64-bit arithmetic (128-bit divisions are calls, not
+/// instructions: they made these headers a tenth of an answer's cost).
 fn write_reset(duration: Duration, out: &mut Text) {
-    let nanos = duration.as_nanos();
-    let millis = nanos / 1_000_000 + u128::from(!nanos.is_multiple_of(1_000_000));
-    if millis == 0 {
-        out.push(b"0s");
+    let mut millis = u64::from(duration.subsec_nanos().div_ceil(1_000_000));
+    // Rounding up may carry a whole second; it is added to the seconds
+    // left over from whole hours, which cannot overflow.
+    let carry = millis / 1000;
+    millis %= 1000;
+    let secs = duration.as_secs();
+    let mut hours = secs / 3600;
+    let mut rest = secs % 3600 + carry;
+    if rest == 3600 {
+        hours += 1;
+        rest = 0;
+    }
+    if hours == 0 && rest == 0 {
+        if millis == 0 {
+            out.push(b"0s");
+        } else {
+            out.number(millis);
+            out.push(b"ms");
+        }
         return;
     }
-    if millis < 1000 {
-        out.number(millis);
-        out.push(b"ms");
-        return;
-    }
-    let hours = millis / 3_600_000;
-    let minutes = millis / 60_000 % 60;
+    let minutes = rest / 60;
     if hours > 0 {
         out.number(hours);
         out.push(b"h");
@@ -124,10 +139,9 @@ fn write_reset(duration: Duration, out: &mut Text) {
         out.number(minutes);
         out.push(b"m");
     }
-    out.number(millis / 1000 % 60);
-    let fraction = millis % 1000;
-    if fraction != 0 {
-        let digits = [fraction / 100, fraction / 10 % 10, fraction % 10].map(digit);
+    out.number(rest % 60);
+    if millis != 0 {
+        let digits = [millis / 100, millis / 10 % 10, millis % 10].map(digit);
         let kept = digits.iter().rposition(|d| *d != b'0').map_or(0, |i| i + 1);
         out.push(b".");
         out.push(&digits[..kept]);
@@ -135,13 +149,13 @@ fn write_reset(duration: Duration, out: &mut Text) {
     out.push(b"s");
 }
 
-fn digit(n: u128) -> u8 {
+fn digit(n: u64) -> u8 {
     // `n` is below 10, so this is an ASCII digit.
     b'0' + (n % 10) as u8
 }
 
 /// A header value's text on the stack. Long enough for any reset (the
-/// longest Duration is 16 digits of hours and 12 more characters).
+/// longest is 16 digits of hours and 12 more characters).
 struct Text {
     bytes: [u8; 48],
     len: usize,
@@ -166,18 +180,8 @@ impl Text {
     }
 
     /// Appends `n` in decimal.
-    fn number(&mut self, mut n: u128) {
-        let mut digits = [0u8; 39];
-        let mut start = digits.len();
-        loop {
-            start -= 1;
-            digits[start] = digit(n);
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.push(&digits[start..]);
+    fn number(&mut self, n: u64) {
+        self.push(itoa::Buffer::new().format(n).as_bytes());
     }
 
     fn as_bytes(&self) -> &[u8] {

@@ -362,6 +362,22 @@ fn longest_reset_fits() {
     assert_eq!(format_reset(Duration::MAX), reference_reset(Duration::MAX));
 }
 
+/// Rounding up to the millisecond carries into seconds, minutes and hours.
+#[test]
+fn a_rounded_up_reset_carries() {
+    for (secs, nanos, expected) in [
+        (0, 999_000_001, "1s"),
+        (59, 999_999_999, "1m0s"),
+        (3599, 999_500_000, "1h0m0s"),
+        (7199, 999_000_001, "2h0m0s"),
+        (0, 1, "1ms"),
+    ] {
+        let duration = Duration::new(secs, nanos);
+        assert_eq!(format_reset(duration), expected, "{duration:?}");
+        assert_eq!(reference_reset(duration), expected, "{duration:?}");
+    }
+}
+
 #[test]
 fn retry_after_secs_rounds_up_to_at_least_one() {
     let rejection = |retry_after| Rejection {

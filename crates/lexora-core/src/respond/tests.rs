@@ -81,3 +81,71 @@ fn error_retryable(status: StatusCode) -> bool {
     }
     .retryable()
 }
+
+/// The HTTP/1.1 head and every other way out (HTTP/2, the router) carry
+/// the same gateway headers.
+#[test]
+fn a_stamp_encodes_the_headers_it_writes_into_a_map() {
+    use crate::limit::RateInfo;
+    let stamps = [
+        Stamp::new(HeaderValue::from_static("req-1")),
+        Stamp {
+            request_id: HeaderValue::from_static("req-2"),
+            rate: Some(RateInfo {
+                limit_requests: Some(60),
+                remaining_requests: Some(0),
+                reset_requests: Some(Duration::from_millis(1500)),
+                limit_tokens: Some(100_000),
+                remaining_tokens: Some(99_744),
+                reset_tokens: Some(Duration::from_secs(400)),
+            }),
+            queue_wait: Some(Duration::from_micros(2_500)),
+        },
+    ];
+    for stamp in stamps {
+        let mut head = Vec::new();
+        stamp.encode(&mut head);
+        let text = String::from_utf8(head).expect("ascii");
+        let encoded: Vec<(String, String)> = text
+            .split_terminator("\r\n")
+            .map(|line| {
+                let (name, value) = line.split_once(": ").expect("a header line");
+                (name.to_owned(), value.to_owned())
+            })
+            .collect();
+        let mut map = http::HeaderMap::new();
+        stamp.write_headers(&mut map);
+        let mut written: Vec<(String, String)> = map
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_str().expect("ascii").to_owned()))
+            .collect();
+        let mut sorted = encoded.clone();
+        sorted.sort();
+        written.sort();
+        assert_eq!(sorted, written);
+        assert!(encoded
+            .iter()
+            .all(|(name, _)| stamp.writes(&name.parse().expect("name"))));
+    }
+}
+
+#[test]
+fn a_stamp_writes_what_openai_clients_read() {
+    let stamp = Stamp {
+        request_id: HeaderValue::from_static("req-9"),
+        rate: Some(crate::limit::RateInfo {
+            remaining_tokens: Some(750),
+            reset_tokens: Some(Duration::from_millis(15_000)),
+            ..Default::default()
+        }),
+        queue_wait: Some(Duration::from_millis(7)),
+    };
+    let mut head = Vec::new();
+    stamp.encode(&mut head);
+    assert_eq!(
+        String::from_utf8(head).expect("ascii"),
+        "x-ratelimit-remaining-tokens: 750\r\nx-ratelimit-reset-tokens: 15s\r\n\
+         x-lexora-queue-wait-ms: 7\r\nx-request-id: req-9\r\n"
+    );
+    assert!(!stamp.writes(&http::HeaderName::from_static("x-ratelimit-limit-tokens")));
+}

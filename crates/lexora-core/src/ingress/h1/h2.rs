@@ -54,21 +54,26 @@ pub(super) async fn serve(
     let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
         let open = Open::start(&tracked);
         let activity = Arc::clone(&tracked);
-        handler.call(request.map(Body::new)).map(move |response| {
-            let response = response.map(|body| {
-                // Open until its answer's body is done with.
-                let answer = Arc::new(Mutex::new(Answer {
-                    body: Some(body),
-                    handed: None,
-                    open: Some(open),
-                }));
-                if watch_sends {
-                    lock(&activity).keep(&answer);
+        handler
+            .call(request.map(Body::new))
+            .map(move |(mut response, stamp)| {
+                if let Some(stamp) = stamp {
+                    stamp.write_headers(response.headers_mut());
                 }
-                Body::new(Tracked { answer })
-            });
-            Ok::<_, Infallible>(response)
-        })
+                let response = response.map(|body| {
+                    // Open until its answer's body is done with.
+                    let answer = Arc::new(Mutex::new(Answer {
+                        body: Some(body),
+                        handed: None,
+                        open: Some(open),
+                    }));
+                    if watch_sends {
+                        lock(&activity).keep(&answer);
+                    }
+                    Body::new(Tracked { answer })
+                });
+                Ok::<_, Infallible>(response)
+            })
     });
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(io), service);

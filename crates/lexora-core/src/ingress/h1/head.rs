@@ -14,6 +14,7 @@ use http::{Method, Request, StatusCode, Uri, Version};
 
 use crate::error::error_json;
 use crate::h1::{self, Framing};
+use crate::respond::Stamp;
 
 /// The longest request head accepted (as the pool's for answers).
 pub(super) const MAX_HEAD: usize = h1::MAX_HEAD;
@@ -216,12 +217,14 @@ pub(super) fn request_keeps_alive(request: &Request<Body>) -> bool {
 }
 
 /// Writes the answer's head: the status line, the handler's headers (its
-/// framing and connection headers replaced by the connection's own), a
-/// `date` unless it set one.
+/// framing and connection headers replaced by the connection's own, and
+/// those of the same names as the `stamp`'s by the stamp's), a `date`
+/// unless it set one.
 pub(super) fn encode_head(
     out: &mut Vec<u8>,
     status: StatusCode,
     headers: &HeaderMap,
+    stamp: Option<&Stamp>,
     framing: Out,
     answer: &Answer,
 ) {
@@ -235,6 +238,7 @@ pub(super) fn encode_head(
         if name == header::CONTENT_LENGTH
             || name == header::TRANSFER_ENCODING
             || name == header::CONNECTION
+            || stamp.is_some_and(|stamp| stamp.writes(name))
         {
             continue;
         }
@@ -243,6 +247,9 @@ pub(super) fn encode_head(
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(stamp) = stamp {
+        stamp.encode(out);
     }
     match framing {
         Out::Length(length) => {

@@ -10,7 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use http::header::HeaderMap;
+use futures_util::FutureExt;
+use http::header::{HeaderMap, HeaderValue};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -25,8 +26,8 @@ type Call = dyn Fn(Request<Body>) -> BoxFuture<'static, Response> + Send + Sync;
 struct TestHandler(Arc<Call>);
 
 impl Handler for TestHandler {
-    fn call(&self, request: Request<Body>) -> BoxFuture<'static, Response> {
-        (self.0)(request)
+    fn call(&self, request: Request<Body>) -> BoxFuture<'static, (Response, Option<Stamp>)> {
+        Box::pin((self.0)(request).map(|response| (response, None)))
     }
 }
 
@@ -50,7 +51,7 @@ fn echo() -> TestHandler {
 
 /// A server on a free port serving `handler`; cancelling the token closes
 /// its connections gracefully.
-async fn server(handler: TestHandler) -> (SocketAddr, CancellationToken) {
+async fn server(handler: impl Handler) -> (SocketAddr, CancellationToken) {
     let no_limits = Limits {
         idle: None,
         send: None,
@@ -59,7 +60,7 @@ async fn server(handler: TestHandler) -> (SocketAddr, CancellationToken) {
 }
 
 /// [`server`] with time limits.
-async fn server_with(handler: TestHandler, limits: Limits) -> (SocketAddr, CancellationToken) {
+async fn server_with(handler: impl Handler, limits: Limits) -> (SocketAddr, CancellationToken) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let closing = CancellationToken::new();
@@ -167,6 +168,59 @@ async fn keep_alive_carries_several_requests_on_one_connection() {
         assert!(answer.headers.contains_key(header::DATE));
         assert!(!answer.headers.contains_key(header::CONNECTION));
     }
+}
+
+/// Answers every request with a map holding headers of the same names as
+/// some of its stamp's, and the stamp.
+#[derive(Clone)]
+struct Stamped(Stamp);
+
+impl Handler for Stamped {
+    fn call(&self, _request: Request<Body>) -> BoxFuture<'static, (Response, Option<Stamp>)> {
+        let response = Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("x-request-id", "the-engine's")
+            .header("x-ratelimit-limit-requests", "5")
+            .header("x-ratelimit-limit-tokens", "9")
+            .body(Body::from("{}"))
+            .unwrap();
+        Box::pin(std::future::ready((response, Some(self.0.clone()))))
+    }
+}
+
+#[tokio::test]
+async fn a_stamp_is_written_into_the_head_and_wins_over_the_map() {
+    let stamp = Stamp {
+        request_id: HeaderValue::from_static("req-1"),
+        rate: Some(crate::limit::RateInfo {
+            limit_requests: Some(60),
+            remaining_requests: Some(59),
+            reset_requests: Some(Duration::from_secs(1)),
+            ..Default::default()
+        }),
+        queue_wait: Some(Duration::from_millis(12)),
+    };
+    let (address, _closing) = server(Stamped(stamp)).await;
+    let mut client = Client::connect(address).await;
+    client.send(&post("/v1/chat/completions", "{}")).await;
+    let answer = client.answer().await;
+    let all = |name: &str| -> Vec<&str> {
+        answer
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    };
+    assert_eq!(all("x-request-id"), ["req-1"]);
+    assert_eq!(all("x-ratelimit-limit-requests"), ["60"]);
+    assert_eq!(all("x-ratelimit-remaining-requests"), ["59"]);
+    assert_eq!(all("x-ratelimit-reset-requests"), ["1s"]);
+    assert_eq!(all("x-lexora-queue-wait-ms"), ["12"]);
+    // Not one of the stamp's: the map's stays.
+    assert_eq!(all("x-ratelimit-limit-tokens"), ["9"]);
+    assert_eq!(all("content-type"), ["application/json"]);
+    assert_eq!(answer.body, "{}");
 }
 
 #[tokio::test]
