@@ -30,12 +30,28 @@ pub fn invalid(what: impl Into<String>) -> io::Error {
 /// The body's framing is Lexora's own: a `content-length` or
 /// `transfer-encoding` among the headers is left out.
 pub fn encode_head(request: &request::Parts, body_len: usize, out: &mut Vec<u8>) {
-    out.extend_from_slice(request.method.as_str().as_bytes());
-    out.push(b' ');
     let target = request.uri.path_and_query().map_or("/", |p| p.as_str());
-    out.extend_from_slice(target.as_bytes());
+    encode_request(&request.method, &[target], &request.headers, body_len, out);
+}
+
+/// Writes a request head: `method`, the target (the pieces of `target`
+/// one after the other, in origin-form), `headers` in their order but for
+/// the framing ones, and the `content-length` of a body of `body_len`
+/// bytes. The caller vouches for the target: it is written as it is.
+pub fn encode_request<'a>(
+    method: &Method,
+    target: &[&str],
+    headers: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+    body_len: usize,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    for piece in target {
+        out.extend_from_slice(piece.as_bytes());
+    }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &request.headers {
+    for (name, value) in headers {
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
         }
@@ -45,12 +61,18 @@ pub fn encode_head(request: &request::Parts, body_len: usize, out: &mut Vec<u8>)
         out.extend_from_slice(b"\r\n");
     }
     // As hyper does: a bodiless GET says nothing of a body.
-    if body_len > 0 || !matches!(request.method, Method::GET | Method::HEAD) {
+    if body_len > 0 || !matches!(*method, Method::GET | Method::HEAD) {
         out.extend_from_slice(b"content-length: ");
         out.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Whether `path` can be written as (part of) a request target as it is:
+/// visible ASCII only, so nothing can end the request line early.
+pub fn is_target(path: &str) -> bool {
+    path.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// An answer head, and how its body is framed.

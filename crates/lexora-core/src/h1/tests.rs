@@ -254,3 +254,12 @@ proptest! {
         prop_assert_eq!(body, chunks.concat());
     }
 }
+
+#[test]
+fn only_visible_ascii_is_written_as_a_target() {
+    assert!(is_target("/v1/chat/completions?api-version=2024-10-21"));
+    assert!(is_target(""));
+    for bad in ["/a b", "/a\r\nx: y", "/caf\u{e9}", "/\t", "/\u{7f}"] {
+        assert!(!is_target(bad), "{bad:?}");
+    }
+}

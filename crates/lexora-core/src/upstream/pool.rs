@@ -203,7 +203,17 @@ impl Pool {
         }
     }
 
-    /// Sends `request` (origin-form URI, `Host` set) on an idle connection
+    /// Sends `request` (origin-form URI, `Host` set): see
+    /// [`send_encoded`](Self::send_encoded).
+    pub async fn send(&self, request: Request<Bytes>) -> Result<Response<PooledBody>, PoolError> {
+        let (parts, body) = request.into_parts();
+        let mut head = Vec::with_capacity(256);
+        h1::encode_head(&parts, body.len(), &mut head);
+        self.send_encoded(&head, body).await
+    }
+
+    /// Sends a request, its `head` already encoded (origin-form target,
+    /// `Host` set, the `content-length` of `body`), on an idle connection
     /// or a new one, and waits for the answer head. A pooled connection
     /// known to be closed (the runtime saw the engine's close) is never
     /// used, and one that fails while the request is written is replaced
@@ -212,16 +222,17 @@ impl Pool {
     /// an engine close that crosses the request (it closed an idle
     /// connection in the instant it was taken) ends the request as a reset,
     /// left to the retry policy.
-    pub async fn send(&self, request: Request<Bytes>) -> Result<Response<PooledBody>, PoolError> {
-        let (parts, body) = request.into_parts();
-        let mut head = Vec::with_capacity(256);
-        h1::encode_head(&parts, body.len(), &mut head);
+    pub async fn send_encoded(
+        &self,
+        head: &[u8],
+        body: Bytes,
+    ) -> Result<Response<PooledBody>, PoolError> {
         loop {
             let (mut connection, reused) = match self.shared.checkout() {
                 Some(connection) => (connection, true),
                 None => (self.shared.connect().await?, false),
             };
-            if let Err(e) = connection.write(&head, &body).await {
+            if let Err(e) = connection.write(head, &body).await {
                 // A connection that failed while the request was being
                 // written has answered nothing: the engine cannot have
                 // acted on a request it did not get whole.
@@ -234,7 +245,7 @@ impl Pool {
                 .read_head()
                 .await
                 .map_err(|e| PoolError::reset(&e))?;
-            let (head, ()) = answer.response.into_parts();
+            let (parts, ()) = answer.response.into_parts();
             let mut body = PooledBody {
                 connection: Some(connection),
                 framing: answer.body,
@@ -244,7 +255,7 @@ impl Pool {
             if body.framing.is_done() {
                 body.finish();
             }
-            return Ok(Response::from_parts(head, body));
+            return Ok(Response::from_parts(parts, body));
         }
     }
 

@@ -75,6 +75,44 @@ async fn openai_compatible_gets_bearer_key_extra_headers_and_mapped_model() {
     assert_eq!(entry["body"]["top_k"], 3, "unknown fields still pass");
 }
 
+/// The engine gets one header of each name: a configured header replaces
+/// the credentials' and Lexora's own of the same name.
+#[tokio::test]
+async fn configured_headers_replace_the_credentials_and_lexoras_own() {
+    let engine = mock(&["--model", "m"]);
+    let gw = gateway(&base(
+        "    api_key: sk-from-key
+    headers:
+      authorization: Bearer from-headers
+      accept: text/plain
+      x-team: gpu
+    models: [{name: m}]
+",
+        &engine,
+    ));
+    let answer = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("x-request-id", "trace-42")
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(answer.status(), 200);
+    let entry = engine_log(&engine).await.pop().expect("logged");
+    let headers = &entry["headers"];
+    assert_eq!(headers["authorization"], "Bearer from-headers", "{entry}");
+    assert_eq!(headers["accept"], "text/plain", "{entry}");
+    assert_eq!(headers["x-team"], "gpu");
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(headers["x-request-id"], "trace-42");
+    let port = engine.url.rsplit(':').next().expect("port");
+    assert_eq!(headers["host"], format!("127.0.0.1:{port}"));
+    assert_eq!(
+        headers["content-length"],
+        entry["body"].to_string().len().to_string()
+    );
+}
+
 #[tokio::test]
 async fn provider_keys_come_from_the_environment_when_not_configured() {
     let engine = mock(&["--model", "claude-x"]);
