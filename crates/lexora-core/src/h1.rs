@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{request, Method, Response, StatusCode, Version};
+use http::{Method, Response, StatusCode, Version};
 
 /// The longest answer head accepted (hyper's default limit is larger; no
 /// engine sends heads anywhere near this).
@@ -24,14 +24,6 @@ const MAX_LINE: usize = 4 * 1024;
 /// A protocol error: what the peer sent is not HTTP/1.1 Lexora can read.
 pub fn invalid(what: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.into())
-}
-
-/// Writes the head of `request` with a body of `body_len` bytes to `out`.
-/// The body's framing is Lexora's own: a `content-length` or
-/// `transfer-encoding` among the headers is left out.
-pub fn encode_head(request: &request::Parts, body_len: usize, out: &mut Vec<u8>) {
-    let target = request.uri.path_and_query().map_or("/", |p| p.as_str());
-    encode_request(&request.method, &[target], &request.headers, body_len, out);
 }
 
 /// Writes a request head: `method`, the target (the pieces of `target`

@@ -452,7 +452,7 @@ impl Backend {
             body.len(),
             &mut head,
         );
-        pool.send_encoded(&head, body)
+        pool.send(&head, body)
             .await
             .map(|response| response.map(Body::new))
             .map_err(|e| self.transport_error(e.connect, e.timed_out, e.reason))

@@ -200,6 +200,12 @@ fn endless_heads_and_size_lines_are_refused() {
     assert!(framing.next(&mut line).is_err());
 }
 
+/// The head of `request` with a body of `body_len` bytes.
+fn encode_head(request: &http::request::Parts, body_len: usize, out: &mut Vec<u8>) {
+    let target = request.uri.path_and_query().map_or("/", |p| p.as_str());
+    encode_request(&request.method, &[target], &request.headers, body_len, out);
+}
+
 #[test]
 fn request_heads_carry_lexoras_own_framing() {
     let request = Request::builder()

@@ -27,7 +27,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{Request, Response};
+use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -203,15 +203,6 @@ impl Pool {
         }
     }
 
-    /// Sends `request` (origin-form URI, `Host` set): see
-    /// [`send_encoded`](Self::send_encoded).
-    pub async fn send(&self, request: Request<Bytes>) -> Result<Response<PooledBody>, PoolError> {
-        let (parts, body) = request.into_parts();
-        let mut head = Vec::with_capacity(256);
-        h1::encode_head(&parts, body.len(), &mut head);
-        self.send_encoded(&head, body).await
-    }
-
     /// Sends a request, its `head` already encoded (origin-form target,
     /// `Host` set, the `content-length` of `body`), on an idle connection
     /// or a new one, and waits for the answer head. A pooled connection
@@ -222,11 +213,7 @@ impl Pool {
     /// an engine close that crosses the request (it closed an idle
     /// connection in the instant it was taken) ends the request as a reset,
     /// left to the retry policy.
-    pub async fn send_encoded(
-        &self,
-        head: &[u8],
-        body: Bytes,
-    ) -> Result<Response<PooledBody>, PoolError> {
+    pub async fn send(&self, head: &[u8], body: Bytes) -> Result<Response<PooledBody>, PoolError> {
         loop {
             let (mut connection, reused) = match self.shared.checkout() {
                 Some(connection) => (connection, true),

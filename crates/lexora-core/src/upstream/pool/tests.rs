@@ -90,6 +90,21 @@ fn request(path: &str, port: u16) -> Request<Bytes> {
         .expect("valid request")
 }
 
+/// Sends `request` (origin-form URI, `Host` set) through `pool`.
+async fn send(pool: &Pool, request: Request<Bytes>) -> Result<Response<PooledBody>, PoolError> {
+    let (parts, body) = request.into_parts();
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut head = Vec::new();
+    h1::encode_request(
+        &parts.method,
+        &[target],
+        &parts.headers,
+        body.len(),
+        &mut head,
+    );
+    pool.send(&head, body).await
+}
+
 /// A server and a pool for it, reaching it by `host`.
 async fn pooled(keep_alive: bool, host: &str) -> (Server, Pool) {
     let server = server(keep_alive).await;
@@ -99,7 +114,7 @@ async fn pooled(keep_alive: bool, host: &str) -> (Server, Pool) {
 
 /// Sends a plain request through `pool` and checks its answer.
 async fn answers_ok(pool: &Pool, port: u16) {
-    let response = pool.send(request("/", port)).await.expect("answer");
+    let response = send(pool, request("/", port)).await.expect("answer");
     let bytes = response
         .into_body()
         .collect()
@@ -122,8 +137,7 @@ async fn sequential_requests_share_one_connection() {
 #[tokio::test]
 async fn a_stream_holds_its_connection_until_read_to_the_end() {
     let (server, pool) = pooled(true, "127.0.0.1").await;
-    let stream = pool
-        .send(request("/stream", server.port))
+    let stream = send(&pool, request("/stream", server.port))
         .await
         .expect("head");
     let mut body = stream.into_body();
@@ -154,8 +168,7 @@ async fn a_stream_holds_its_connection_until_read_to_the_end() {
 #[tokio::test]
 async fn a_body_dropped_before_its_end_closes_the_connection() {
     let (server, pool) = pooled(true, "127.0.0.1").await;
-    let stream = pool
-        .send(request("/stream", server.port))
+    let stream = send(&pool, request("/stream", server.port))
         .await
         .expect("head");
     drop(stream);
@@ -222,7 +235,7 @@ async fn a_refused_connection_is_a_connect_error() {
         listener.local_addr().expect("addr").port()
     };
     let pool = Pool::new("127.0.0.1", port, Duration::from_secs(1));
-    let Err(error) = pool.send(request("/", port)).await else {
+    let Err(error) = send(&pool, request("/", port)).await else {
         panic!("nobody listens, yet an answer came");
     };
     assert!(error.connect && !error.timed_out, "{error:?}");
