@@ -417,6 +417,18 @@ if checks:
               "target: the requests per second each proxy's CPU per request allows on one fully busy "
               "core, so a load side that caps nginx cannot flatter Lexora. Holding it means CPU per "
               "request ≤ 1.25 × nginx's.)\n")
+if "relay" in results:
+    floor = [(label, added("relay", scenario, key)) for label, scenario, key in (
+        ("added p99 at concurrency 1", "c1", "latency_p99_us"),
+        ("added TTFT p50", "stream", "ttft_p50_us"),
+        ("added TTFT p99", "stream", "ttft_p99_us"),
+        ("added first-token transit p50", "stream", "ttft_transit_p50_us"),
+        ("added first-token transit p99", "stream", "ttft_transit_p99_us"))]
+    md.append("The floor of any proxy in this run: `lexora-relay`, which reads no HTTP and only passes "
+              "bytes between the client and a connection of its own to the engine, on the proxies' core: "
+              + "; ".join(f"{label} {signed(v)} µs" for label, v in floor)
+              + ". A proxy cannot add less than what this machine charges for a process in the path "
+                "(each hand-off between the two cores wakes one of them).\n")
 for n in notes:
     md.append(f"- {n}")
 with open(os.path.join(out, "results.md"), "w") as f:

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The performance harness (issue 6): Lexora (every policy off, every policy
 # on, and every policy on with busy polling) side by side with direct access to
-# the mock engine (the floor), nginx as a reverse proxy (the reference) and,
+# the mock engine (the floor), lexora-relay (a byte relay: the floor of any
+# proxy), nginx as a reverse proxy (the reference) and,
 # with --peers, LiteLLM's proxy and SGLang's router, in the same run,
 # interleaved over rounds; medians reported.
 #
 #   scripts/bench.sh            full run -> bench/results.md, results.json,
 #                               latency.svg (~11 min; ~20 min with --peers)
-#   scripts/bench.sh --smoke    one tiny round, direct + Lexora only (< 30 s),
+#   scripts/bench.sh --smoke    one tiny round, direct, the relay and Lexora (< 30 s),
 #                               results in a temp dir; exits 1 on any error
 #   scripts/bench.sh --peers    also LiteLLM and SGLang's router (installed into
 #                               ~/.cache/lexora by scripts/bench-peers-install.sh)
@@ -120,6 +121,17 @@ add_target() { # name url-m url-s url-l pids-m pids-s pids-l [slow]
 add_target direct "$ENGINE" "$STREAM_ENGINE" "$LONG_ENGINE" "$ENGINE_PID" "$STREAM_ENGINE_PID" "$LONG_ENGINE_PID"
 
 LAUNCH=(taskset -c "$CPU_TARGET")
+# The floor of any proxy: lexora-relay passes bytes between the client and a
+# connection of its own to the engine and reads no HTTP, so what it adds is
+# what this machine charges for a process in the path on CPU 0 at all.
+"${LAUNCH[@]}" "$BIN/lexora-relay" --to "$ENGINE" --to "$STREAM_ENGINE" --to "$LONG_ENGINE" \
+  >"$work/relay.out" 2>"$work/relay.err" &
+PID=$!; pids+=("$PID")
+for _ in $(seq 200); do [ "$(grep -c http "$work/relay.out" 2>/dev/null)" = 3 ] && break; sleep 0.05; done
+mapfile -t RELAY_URL < <(awk '{print $3}' "$work/relay.out")
+[ "${#RELAY_URL[@]}" = 3 ] || { echo "lexora-relay did not start:" >&2; cat "$work/relay.err" >&2; exit 1; }
+add_target relay "${RELAY_URL[0]}" "${RELAY_URL[1]}" "${RELAY_URL[2]}" "$PID" "$PID" "$PID"
+
 if [ "$SMOKE" = 0 ]; then
   start_nginx engine="$ENGINE" stream="$STREAM_ENGINE" long="$LONG_ENGINE"
   add_target nginx "${NGINX_URL[engine]}" "${NGINX_URL[stream]}" "${NGINX_URL[long]}" "$PID" "$PID" "$PID"
