@@ -75,10 +75,22 @@ pub struct Head {
     pub keep_alive: bool,
 }
 
+/// Which headers of an answer [`parse_head`] puts into its response's map.
+/// The framing ones are read whatever is kept.
+#[derive(Clone, Copy, Debug)]
+pub enum Keep {
+    /// All of them.
+    All,
+    /// Only these: a caller that reads two headers of an answer need not
+    /// pay for a map of all of them (the map cost the pool about 2,000
+    /// instructions per answer, as much as parsing the head).
+    Only(&'static [HeaderName]),
+}
+
 /// Parses the answer head at the start of `buffer` and removes it (with
-/// any interim 1xx answers before it). `Ok(None)`: the head is not
-/// complete yet.
-pub fn parse_head(buffer: &mut BytesMut) -> io::Result<Option<Head>> {
+/// any interim 1xx answers before it), with the headers `keep` asks for in
+/// the response's map. `Ok(None)`: the head is not complete yet.
+pub fn parse_head(buffer: &mut BytesMut, keep: Keep) -> io::Result<Option<Head>> {
     loop {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Response::new(&mut headers);
@@ -102,16 +114,46 @@ pub fn parse_head(buffer: &mut BytesMut) -> io::Result<Option<Head>> {
             continue;
         }
         let status = StatusCode::from_u16(code).map_err(|e| invalid(e.to_string()))?;
-        // Where each header sits in the head, so that values can share its
-        // bytes instead of being copied one by one.
-        let spans = parsed
-            .headers
-            .iter()
-            .map(|h| Ok((span(buffer, h.name.as_bytes())?, span(buffer, h.value)?)))
-            .collect::<io::Result<Vec<_>>>()?;
+        let mut framed = Framed::default();
+        // Where each kept header sits in the head, so that values can share
+        // its bytes instead of being copied one by one.
+        let mut kept = Vec::new();
+        for h in parsed.headers.iter() {
+            let name = h.name.as_bytes();
+            framed.read(name, h.value)?;
+            let name = match keep {
+                Keep::All => Name::At(span(buffer, name)?),
+                Keep::Only(names) => match names
+                    .iter()
+                    .find(|known| known.as_str().as_bytes().eq_ignore_ascii_case(name))
+                {
+                    Some(known) => Name::Known(known),
+                    None => continue,
+                },
+            };
+            kept.push((name, span(buffer, h.value)?));
+        }
         let head = buffer.split_to(length).freeze();
-        return build(&head, status, minor, &spans).map(Some);
+        let mut map = HeaderMap::with_capacity(kept.len());
+        for (name, value) in kept {
+            let name = match name {
+                Name::Known(known) => known.clone(),
+                Name::At(name) => HeaderName::from_bytes(&head[name])
+                    .map_err(|_| invalid("invalid header name in the answer"))?,
+            };
+            let value = HeaderValue::from_maybe_shared(head.slice(value))
+                .map_err(|_| invalid(format!("invalid value of header `{name}` in the answer")))?;
+            map.append(name, value);
+        }
+        return Ok(Some(framed.head(status, minor, map)));
     }
+}
+
+/// A kept header's name: one of [`Keep::Only`]'s, or where it sits in the
+/// head.
+enum Name {
+    Known(&'static HeaderName),
+    At(Range<usize>),
 }
 
 /// Where `part` (a slice httparse took from `buffer`) sits in `buffer`.
@@ -126,86 +168,94 @@ pub(crate) fn span(buffer: &[u8], part: &[u8]) -> io::Result<Range<usize>> {
         .ok_or_else(|| invalid("invalid answer head"))
 }
 
-fn build(
-    head: &Bytes,
-    status: StatusCode,
-    minor: u8,
-    spans: &[(Range<usize>, Range<usize>)],
-) -> io::Result<Head> {
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    let mut content_length: Option<u64> = None;
-    let mut chunked = false;
-    let mut other_coding = false;
-    let (mut close, mut keep_alive) = (false, false);
-    for (name, value) in spans {
-        let name = HeaderName::from_bytes(&head[name.clone()])
-            .map_err(|_| invalid("invalid header name in the answer"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value.clone()))
-            .map_err(|_| invalid(format!("invalid value of header `{name}` in the answer")))?;
-        if name == header::CONTENT_LENGTH {
-            let length = parse_length(value.as_bytes())?;
-            if content_length.is_some_and(|known| known != length) {
+/// What an answer's framing headers said.
+#[derive(Default)]
+struct Framed {
+    content_length: Option<u64>,
+    chunked: bool,
+    other_coding: bool,
+    close: bool,
+    keep_alive: bool,
+}
+
+impl Framed {
+    /// Takes in one header, if it is one of the framing ones.
+    fn read(&mut self, name: &[u8], value: &[u8]) -> io::Result<()> {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let length = parse_length(value)?;
+            if self.content_length.is_some_and(|known| known != length) {
                 return Err(invalid("conflicting content-length headers in the answer"));
             }
-            content_length = Some(length);
-        } else if name == header::TRANSFER_ENCODING {
+            self.content_length = Some(length);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // Only the last coding decides the framing.
-            let last = tokens(value.as_bytes()).last().unwrap_or_default();
-            chunked = last.eq_ignore_ascii_case(b"chunked");
-            other_coding = !chunked;
-        } else if name == header::CONNECTION {
-            let (says_close, says_keep_alive) = connection_options(std::iter::once(&value));
-            close |= says_close;
-            keep_alive |= says_keep_alive;
+            let last = tokens(value).last().unwrap_or_default();
+            self.chunked = last.eq_ignore_ascii_case(b"chunked");
+            self.other_coding = !self.chunked;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            let (close, keep_alive) = connection_says(value);
+            self.close |= close;
+            self.keep_alive |= keep_alive;
         }
-        headers.append(name, value);
+        Ok(())
     }
-    let version = if minor == 1 {
-        Version::HTTP_11
-    } else {
-        Version::HTTP_10
-    };
-    let bodiless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
-    // RFC 9112 §6.3: transfer-encoding wins over content-length; a coding
-    // other than chunked last means the body runs to the close.
-    let body = if bodiless {
-        Framing::Length(0)
-    } else if chunked {
-        Framing::Chunked(Chunked::default())
-    } else if other_coding {
-        Framing::Close
-    } else {
-        content_length.map_or(Framing::Close, Framing::Length)
-    };
-    let keep_alive = !matches!(body, Framing::Close)
-        && if version == Version::HTTP_11 {
-            !close
+
+    fn head(self, status: StatusCode, minor: u8, headers: HeaderMap) -> Head {
+        let version = if minor == 1 {
+            Version::HTTP_11
         } else {
-            keep_alive && !close
+            Version::HTTP_10
         };
-    let mut response = Response::new(());
-    *response.status_mut() = status;
-    *response.version_mut() = version;
-    *response.headers_mut() = headers;
-    Ok(Head {
-        response,
-        body,
-        keep_alive,
-    })
+        let bodiless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+        // RFC 9112 §6.3: transfer-encoding wins over content-length; a coding
+        // other than chunked last means the body runs to the close.
+        let body = if bodiless {
+            Framing::Length(0)
+        } else if self.chunked {
+            Framing::Chunked(Chunked::default())
+        } else if self.other_coding {
+            Framing::Close
+        } else {
+            self.content_length.map_or(Framing::Close, Framing::Length)
+        };
+        let keep_alive = !matches!(body, Framing::Close)
+            && if version == Version::HTTP_11 {
+                !self.close
+            } else {
+                self.keep_alive && !self.close
+            };
+        let mut response = Response::new(());
+        *response.status_mut() = status;
+        *response.version_mut() = version;
+        *response.headers_mut() = headers;
+        Head {
+            response,
+            body,
+            keep_alive,
+        }
+    }
 }
 
 /// Whether `connection` header values say `close`, and `keep-alive`.
 pub(crate) fn connection_options<'a>(
     values: impl IntoIterator<Item = &'a HeaderValue>,
 ) -> (bool, bool) {
-    let (mut close, mut keep_alive) = (false, false);
-    for value in values {
-        for token in tokens(value.as_bytes()) {
-            close |= token.eq_ignore_ascii_case(b"close");
-            keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-        }
-    }
-    (close, keep_alive)
+    values
+        .into_iter()
+        .fold((false, false), |(close, keep_alive), value| {
+            let (says_close, says_keep_alive) = connection_says(value.as_bytes());
+            (close || says_close, keep_alive || says_keep_alive)
+        })
+}
+
+/// Whether one `connection` header value says `close`, and `keep-alive`.
+fn connection_says(value: &[u8]) -> (bool, bool) {
+    tokens(value).fold((false, false), |(close, keep_alive), token| {
+        (
+            close || token.eq_ignore_ascii_case(b"close"),
+            keep_alive || token.eq_ignore_ascii_case(b"keep-alive"),
+        )
+    })
 }
 
 /// The comma-separated tokens of a header value, trimmed.

@@ -21,7 +21,7 @@ fn read_all(wire: &[u8], step: usize) -> io::Result<(Response<()>, bool, Vec<u8>
         true
     };
     let head = loop {
-        if let Some(head) = parse_head(&mut buffer)? {
+        if let Some(head) = parse_head(&mut buffer, Keep::All)? {
             break head;
         }
         assert!(feed(&mut buffer), "the head never completed");
@@ -92,7 +92,10 @@ fn a_chunked_stream_with_extensions_and_trailers() {
 fn chunk_data_comes_out_as_it_arrives() {
     let mut buffer =
         BytesMut::from(&b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n10\r\nabc"[..]);
-    let mut framing = parse_head(&mut buffer).expect("ok").expect("head").body;
+    let mut framing = parse_head(&mut buffer, Keep::All)
+        .expect("ok")
+        .expect("head")
+        .body;
     assert_eq!(
         framing.next(&mut buffer).expect("ok"),
         Piece::Data(Bytes::from_static(b"abc"))
@@ -130,7 +133,9 @@ fn keep_alive_follows_the_version_and_connection_header() {
     ];
     for (wire, expected) in cases {
         let mut buffer = BytesMut::from(wire);
-        let head = parse_head(&mut buffer).expect("ok").expect("head");
+        let head = parse_head(&mut buffer, Keep::All)
+            .expect("ok")
+            .expect("head");
         assert_eq!(
             head.keep_alive,
             expected,
@@ -138,6 +143,35 @@ fn keep_alive_follows_the_version_and_connection_header() {
             String::from_utf8_lossy(wire)
         );
     }
+}
+
+/// What the pool keeps of an engine's answer, but for `retry-after`.
+const KEEP_TYPE: Keep = Keep::Only(&[header::CONTENT_TYPE]);
+
+#[test]
+fn only_the_kept_headers_enter_the_map_and_framing_is_read_regardless() {
+    let wire = b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nx-engine: a\r\n\
+        Connection: close\r\ncontent-type: text/plain\r\nContent-Length: 2\r\nDate: now\r\n\r\nokXX";
+    let mut buffer = BytesMut::from(&wire[..]);
+    let head = parse_head(&mut buffer, KEEP_TYPE)
+        .expect("ok")
+        .expect("head");
+    let headers = head.response.headers();
+    // Both values, whatever the case of the name, in their order.
+    let types: Vec<_> = headers.get_all(header::CONTENT_TYPE).iter().collect();
+    assert_eq!(types, ["application/json", "text/plain"]);
+    assert_eq!(headers.len(), 2, "{headers:?}");
+    // Neither kept nor lost: the length and the close still frame the body.
+    assert!(!head.keep_alive);
+    assert!(matches!(head.body, Framing::Length(2)));
+    assert_eq!(&buffer[..], b"okXX", "the head is removed, the body left");
+
+    let mut buffer = BytesMut::from(&wire[..]);
+    let all = parse_head(&mut buffer, Keep::All)
+        .expect("ok")
+        .expect("head");
+    assert_eq!(all.response.headers().len(), 6);
+    assert_eq!(all.response.headers()["x-engine"], "a");
 }
 
 #[test]
@@ -166,12 +200,14 @@ fn malformed_answers_are_errors_not_panics() {
         b"SSH-2.0-OpenSSH\r\n\r\n",
     ];
     for wire in heads {
-        let mut buffer = BytesMut::from(wire);
-        assert!(
-            parse_head(&mut buffer).is_err(),
-            "{}",
-            String::from_utf8_lossy(wire)
-        );
+        for keep in [Keep::All, KEEP_TYPE] {
+            let mut buffer = BytesMut::from(wire);
+            assert!(
+                parse_head(&mut buffer, keep).is_err(),
+                "{keep:?}: {}",
+                String::from_utf8_lossy(wire)
+            );
+        }
     }
     let bodies: [&[u8]; 4] = [
         b"zz\r\n",
@@ -193,7 +229,7 @@ fn endless_heads_and_size_lines_are_refused() {
     while head.len() <= MAX_HEAD {
         head.extend_from_slice(b"x-padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
     }
-    assert!(parse_head(&mut head).is_err());
+    assert!(parse_head(&mut head, Keep::All).is_err());
 
     let mut framing = Framing::Chunked(Chunked::default());
     let mut line = BytesMut::from(&vec![b'1'; MAX_LINE + 1][..]);

@@ -27,7 +27,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::Response;
+use http::{header, Response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -47,6 +47,11 @@ const REAP_EVERY: Duration = Duration::from_secs(30);
 /// TCP keep-alive probes after this much silence, so a dead peer is noticed
 /// on connections waiting for a slow engine.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// The answer headers the gateway reads (the engine's type of answer, and
+/// its `retry-after` on a refusal); no other header of an engine's answer
+/// reaches the client, so no other goes into the answer's map.
+const ANSWER_HEADERS: h1::Keep = h1::Keep::Only(&[header::CONTENT_TYPE, header::RETRY_AFTER]);
 
 /// The first read of an answer, and reads after a small one.
 const READ_SIZE: usize = 8 * 1024;
@@ -151,7 +156,7 @@ impl Connection {
     async fn read_head(&mut self) -> io::Result<h1::Head> {
         loop {
             if !self.buffer.is_empty() {
-                if let Some(head) = h1::parse_head(&mut self.buffer)? {
+                if let Some(head) = h1::parse_head(&mut self.buffer, ANSWER_HEADERS)? {
                     return Ok(head);
                 }
             }

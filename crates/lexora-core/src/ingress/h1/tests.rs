@@ -111,7 +111,7 @@ impl Client {
     /// Reads one answer (interim 1xx heads are skipped by the parser).
     async fn answer(&mut self) -> Answer {
         let head = loop {
-            if let Some(head) = h1::parse_head(&mut self.buffer).unwrap() {
+            if let Some(head) = h1::parse_head(&mut self.buffer, h1::Keep::All).unwrap() {
                 break head;
             }
             assert!(self.more().await, "the connection closed before an answer");
