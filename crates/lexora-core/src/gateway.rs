@@ -19,12 +19,12 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{header, HeaderMap, Request, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use metrics::counter;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::time::Instant;
 
 use crate::attempt::{self, BackendPolicy};
+use crate::body::{self, Unread};
 use crate::config::{ApiKey, Config, ConfigError, PolicyConfig};
 use crate::engine::Scheduler;
 use crate::error::GatewayError;
@@ -345,11 +345,8 @@ impl Gateway {
 /// (for clients of `/v1/messages`), keeping status and headers.
 async fn anthropic_error(response: &mut Response) {
     let body = std::mem::take(response.body_mut());
-    let bytes = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+    // The gateway's own error body: short, in memory.
+    let bytes = body::read_whole(body, usize::MAX).await.unwrap_or_default();
     let converted = crate::translate::openai_error_to_anthropic(response.status().as_u16(), &bytes);
     response.headers_mut().remove(header::CONTENT_LENGTH);
     *response.body_mut() = Body::from(converted);
@@ -449,16 +446,16 @@ async fn read_request(
     }
     // A client that trickles its body (slowloris) must not hold a task and
     // a connection forever.
-    let read = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect());
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, body::read_whole(body, limit));
     let Ok(read) = read.await else {
         return Err(GatewayError::BodyTimeout {
             after: BODY_READ_TIMEOUT,
         });
     };
     match read {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(GatewayError::PayloadTooLarge { limit }),
-        Err(e) => Err(GatewayError::InvalidRequest {
+        Ok(bytes) => Ok(bytes),
+        Err(Unread::TooLong) => Err(GatewayError::PayloadTooLarge { limit }),
+        Err(Unread::Failed(e)) => Err(GatewayError::InvalidRequest {
             message: format!("could not read the request body: {e}"),
             param: None,
         }),

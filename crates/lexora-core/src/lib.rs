@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod attempt;
+pub mod body;
 pub mod config;
 pub mod engine;
 pub mod error;

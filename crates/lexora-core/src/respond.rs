@@ -12,11 +12,12 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::body::{read_whole, Unread};
 use crate::error::{error_json, GatewayError};
 use crate::record::RequestRecord;
 use crate::translate;
@@ -295,14 +296,17 @@ async fn read_body(
     deadline: Instant,
     timeout: Duration,
 ) -> Result<Bytes, GatewayError> {
-    let collect = Limited::new(body, limit).collect();
-    let read = tokio::time::timeout_at(deadline, collect).await;
-    let collected = read_outcome(
-        read.map(|r| r.map_err(|e| crate::upstream::root_cause(e.as_ref()))),
+    let read = tokio::time::timeout_at(deadline, read_whole(body, limit)).await;
+    read_outcome(
+        read.map(|r| {
+            r.map_err(|e| match e {
+                Unread::TooLong => format!("longer than {limit} bytes"),
+                Unread::Failed(e) => crate::upstream::root_cause(&e),
+            })
+        }),
         backend,
         timeout,
-    )?;
-    Ok(collected.to_bytes())
+    )
 }
 
 /// What a read of an answer's body from `backend` came to: its value, or
