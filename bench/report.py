@@ -424,11 +424,12 @@ if "relay" in results:
         ("added TTFT p99", "stream", "ttft_p99_us"),
         ("added first-token transit p50", "stream", "ttft_transit_p50_us"),
         ("added first-token transit p99", "stream", "ttft_transit_p99_us"))]
-    md.append("The floor of any proxy in this run: `lexora-relay`, which reads no HTTP and only passes "
-              "bytes between the client and a connection of its own to the engine, on the proxies' core: "
+    md.append("The floor of an event-loop proxy in this run: `lexora-relay` (one thread on tokio's event "
+              "loop, as Lexora; no HTTP read, bytes passed between the client and a connection of its own "
+              "to the engine) on the proxies' core: "
               + "; ".join(f"{label} {signed(v)} µs" for label, v in floor)
-              + ". A proxy cannot add less than what this machine charges for a process in the path "
-                "(each hand-off between the two cores wakes one of them).\n")
+              + ". That much is what this machine charges for a process in the path (each hand-off "
+                "between the two cores wakes one of them); what a proxy adds beyond it is its own work.\n")
 for n in notes:
     md.append(f"- {n}")
 with open(os.path.join(out, "results.md"), "w") as f:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The performance harness (issue 6): Lexora (every policy off, every policy
 # on, and every policy on with busy polling) side by side with direct access to
-# the mock engine (the floor), lexora-relay (a byte relay: the floor of any
-# proxy), nginx as a reverse proxy (the reference) and,
+# the mock engine (the floor), lexora-relay (bytes relayed on tokio's event
+# loop, no HTTP: the floor of a proxy), nginx as a reverse proxy (the
+# reference) and,
 # with --peers, LiteLLM's proxy and SGLang's router, in the same run,
 # interleaved over rounds; medians reported.
 #
@@ -121,9 +122,10 @@ add_target() { # name url-m url-s url-l pids-m pids-s pids-l [slow]
 add_target direct "$ENGINE" "$STREAM_ENGINE" "$LONG_ENGINE" "$ENGINE_PID" "$STREAM_ENGINE_PID" "$LONG_ENGINE_PID"
 
 LAUNCH=(taskset -c "$CPU_TARGET")
-# The floor of any proxy: lexora-relay passes bytes between the client and a
-# connection of its own to the engine and reads no HTTP, so what it adds is
-# what this machine charges for a process in the path on CPU 0 at all.
+# The floor of an event-loop proxy: lexora-relay passes bytes between the
+# client and a connection of its own to the engine and reads no HTTP, so
+# what it adds is what this machine charges for a process in the path on
+# CPU 0 at all.
 "${LAUNCH[@]}" "$BIN/lexora-relay" --to "$ENGINE" --to "$STREAM_ENGINE" --to "$LONG_ENGINE" \
   >"$work/relay.out" 2>"$work/relay.err" &
 PID=$!; pids+=("$PID")
