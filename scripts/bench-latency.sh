@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Latency at low load, focused: direct access to the mock engine, nginx as a
-# reverse proxy, and Lexora with every policy on at several busy-poll windows
-# (server.busy_poll_us; 0 = off), interleaved over rounds, medians printed
+# Latency at low load, focused: direct access to the mock engine,
+# lexora-relay (the floor of a proxy), nginx as a reverse proxy, and Lexora
+# with every policy on at several busy-poll windows (server.busy_poll_us;
+# 0 = off), interleaved over rounds, medians printed
 # as a markdown table. Scenarios: one connection, back to back (plain
 # answers, then 64-chunk streams at 1,000 tokens/s), and 100 streams/s open
 # loop. A quicker look than scripts/bench.sh at what busy polling buys.
@@ -37,8 +38,10 @@ LAUNCH=(taskset -c 0)
 start_nginx engine="$ENGINE" stream="$STREAM_ENGINE"
 
 declare -A URL_M URL_S
-TARGETS=(direct nginx)
+start_relay "$ENGINE" "$STREAM_ENGINE"
+TARGETS=(direct relay nginx)
 URL_M[direct]=$ENGINE URL_S[direct]=$STREAM_ENGINE
+URL_M[relay]=${RELAY_URL[0]} URL_S[relay]=${RELAY_URL[1]}
 URL_M[nginx]=${NGINX_URL[engine]} URL_S[nginx]=${NGINX_URL[stream]}
 for window in 0 $WINDOWS; do
   name="lexora-busy$window"

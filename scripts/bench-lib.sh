@@ -51,6 +51,19 @@ start_lexora_bin() { # name tries args...
   [ -n "$URL" ] || { echo "$name did not start:" >&2; cat "$work/$name.err" >&2; exit 1; }
 }
 
+# lexora-relay in front of each upstream URL given (bytes relayed on tokio's
+# event loop, no HTTP read: the floor of a proxy), on the CPUs in LAUNCH.
+# Sets RELAY_URL (one per upstream, in the order given) and PID.
+start_relay() { # upstream-url...
+  local args=() u
+  for u in "$@"; do args+=(--to "$u"); done
+  "${LAUNCH[@]}" "$BIN/lexora-relay" "${args[@]}" >"$work/relay.out" 2>"$work/relay.err" &
+  PID=$!; pids+=("$PID")
+  for _ in $(seq 200); do [ "$(grep -c http "$work/relay.out" 2>/dev/null)" = "$#" ] && break; sleep 0.05; done
+  mapfile -t RELAY_URL < <(awk '{print $3}' "$work/relay.out")
+  [ "${#RELAY_URL[@]}" = "$#" ] || { echo "lexora-relay did not start:" >&2; cat "$work/relay.err" >&2; exit 1; }
+}
+
 # nginx as the reference reverse proxy: one worker (on the CPUs in LAUNCH),
 # keep-alive to every upstream, no buffering, one listener per NAME=URL
 # pair given. Sets NGINX_URL[NAME] and PID.

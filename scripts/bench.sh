@@ -126,12 +126,7 @@ LAUNCH=(taskset -c "$CPU_TARGET")
 # client and a connection of its own to the engine and reads no HTTP, so
 # what it adds is what this machine charges for a process in the path on
 # CPU 0 at all.
-"${LAUNCH[@]}" "$BIN/lexora-relay" --to "$ENGINE" --to "$STREAM_ENGINE" --to "$LONG_ENGINE" \
-  >"$work/relay.out" 2>"$work/relay.err" &
-PID=$!; pids+=("$PID")
-for _ in $(seq 200); do [ "$(grep -c http "$work/relay.out" 2>/dev/null)" = 3 ] && break; sleep 0.05; done
-mapfile -t RELAY_URL < <(awk '{print $3}' "$work/relay.out")
-[ "${#RELAY_URL[@]}" = 3 ] || { echo "lexora-relay did not start:" >&2; cat "$work/relay.err" >&2; exit 1; }
+start_relay "$ENGINE" "$STREAM_ENGINE" "$LONG_ENGINE"
 add_target relay "${RELAY_URL[0]}" "${RELAY_URL[1]}" "${RELAY_URL[2]}" "$PID" "$PID" "$PID"
 
 if [ "$SMOKE" = 0 ]; then
