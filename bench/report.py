@@ -365,6 +365,7 @@ noise_columns = [
     ("direct: stream TTFT p99, µs", "direct", "stream", ("ttft_us", "p99")),
     ("direct: first-token transit p99, µs", "direct", "stream", ("ttft_transit_us", "p99")),
     ("direct: chunk delay p99, µs", "direct", "stream", ("event_delay_us", "p99")),
+    ("relay: first-token transit p99, µs", "relay", "stream", ("ttft_transit_us", "p99")),
     ("nginx: req/s at 64 conns", "nginx", "c64", ("achieved_rps",)),
     ("nginx: CPU µs/req at 64 conns", "nginx", "c64", None),
 ]
