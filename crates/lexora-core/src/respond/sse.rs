@@ -6,6 +6,7 @@
 //! enforces the request's deadline, and turns an upstream failure
 //! mid-stream into an OpenAI-style error event instead of a silent cut.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -16,8 +17,6 @@ use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use memchr::memmem;
-use serde::de::IgnoredAny;
-use serde::Deserialize;
 use tokio::time::{Instant, Sleep};
 
 use crate::error::error_json;
@@ -58,23 +57,6 @@ pub struct SseRelay {
     /// A made-up `message_start` event, sent first unless the stream opens
     /// with its own (see [`SseRelay::anthropic_passthrough`]).
     message_start: Option<Bytes>,
-}
-
-#[derive(Deserialize)]
-struct UsageChunk {
-    #[serde(default)]
-    choices: Option<Vec<IgnoredAny>>,
-    #[serde(default)]
-    usage: Option<Usage>,
-    /// Anthropic's `message_start` nests the usage in the message.
-    #[serde(default)]
-    message: Option<Nested>,
-}
-
-#[derive(Deserialize)]
-struct Nested {
-    #[serde(default)]
-    usage: Option<Usage>,
 }
 
 /// Rewrites a stream event by event (between the OpenAI and Anthropic
@@ -281,15 +263,14 @@ impl SseRelay {
         for event in split_events(&events) {
             let mut keep = true;
             if mentions_usage(event) {
-                if let Some(chunk) = event_data(event)
-                    .and_then(|data| serde_json::from_slice::<UsageChunk>(&data).ok())
-                {
-                    if let Some(usage) = chunk.message.and_then(|m| m.usage) {
+                if let Some(data) = event_data(event) {
+                    let read = super::usage::of_event(&data);
+                    if let Some(usage) = read.nested {
                         self.record.set_usage(usage);
                     }
-                    if let Some(usage) = chunk.usage {
+                    if let Some(usage) = read.usage {
                         self.record.set_usage(usage);
-                        keep = !(self.strip_usage && chunk.choices.is_some_and(|c| c.is_empty()));
+                        keep = !(self.strip_usage && read.no_choices);
                     }
                 }
             }
@@ -554,18 +535,20 @@ fn event_name(event: &[u8]) -> Option<&str> {
 }
 
 /// The `data:` payload of one event (several data lines joined by `\n`).
-fn event_data(event: &[u8]) -> Option<Vec<u8>> {
-    let mut data: Option<Vec<u8>> = None;
+/// Borrowed from `event` when it has one data line, as engines write them.
+fn event_data(event: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let mut data: Option<Cow<'_, [u8]>> = None;
     for line in event.split(|b| *b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if let Some(value) = line.strip_prefix(b"data:") {
             let value = value.strip_prefix(b" ").unwrap_or(value);
             match &mut data {
                 Some(existing) => {
+                    let existing = existing.to_mut();
                     existing.push(b'\n');
                     existing.extend_from_slice(value);
                 }
-                None => data = Some(value.to_vec()),
+                None => data = Some(Cow::Borrowed(value)),
             }
         }
     }

@@ -14,6 +14,7 @@
 //! `usage` key, the last value counts if it is a top-level member, else the
 //! first; a key written with escapes (`"usag\u0065"`) is not recognised.
 
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use std::sync::LazyLock;
@@ -39,22 +40,85 @@ pub(super) fn of_answer(json: &[u8]) -> Option<Usage> {
     Option::<Usage>::deserialize(&mut reader).ok().flatten()
 }
 
+/// What one streamed event's JSON says about usage.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct EventUsage {
+    /// The top-level `usage` (OpenAI's last chunk; Anthropic's
+    /// `message_delta`).
+    pub usage: Option<Usage>,
+    /// `message.usage`: Anthropic's `message_start` nests it.
+    pub nested: Option<Usage>,
+    /// `choices` is an empty array: the event reports usage and nothing else.
+    pub no_choices: bool,
+}
+
+/// The usage members of the event `json`, each read where the walk finds it
+/// instead of deserializing the whole event (the chunk's id, model and
+/// fingerprint are most of it). What a derived reader of the whole event
+/// would find whenever the event is valid JSON with no repeated member;
+/// otherwise what can be read (a derived reader finds nothing). A member
+/// that is there but does not read as its type voids the whole answer, as
+/// it would the derived reader's.
+pub(super) fn of_event(json: &[u8]) -> EventUsage {
+    #[derive(Deserialize)]
+    struct Nested {
+        #[serde(default)]
+        usage: Option<Usage>,
+    }
+    fn read<'a, T: Deserialize<'a>>(json: &'a [u8], start: Option<usize>) -> Result<Option<T>, ()> {
+        let Some(start) = start else {
+            return Ok(None);
+        };
+        let mut reader = serde_json::Deserializer::from_slice(&json[start..]);
+        Option::<T>::deserialize(&mut reader).map_err(drop)
+    }
+    let [usage, choices, message] = top_level_values(json, [b"usage", b"choices", b"message"]);
+    let read_all = || -> Result<EventUsage, ()> {
+        Ok(EventUsage {
+            usage: read(json, usage)?,
+            nested: read::<Nested>(json, message)?.and_then(|m| m.usage),
+            no_choices: read::<Vec<IgnoredAny>>(json, choices)?.is_some_and(|c| c.is_empty()),
+        })
+    };
+    read_all().unwrap_or_default()
+}
+
 /// Where the value of the top-level member `key` of the object `json`
 /// starts (past its colon); `None` without such a member.
 fn top_level_value(json: &[u8], key: &[u8]) -> Option<usize> {
+    let [start] = top_level_values(json, [key]);
+    start
+}
+
+/// [`top_level_value`] of several keys in one walk; of a repeated key, the
+/// first. The walk stops once every key is found, at the end of the
+/// object, or where `json` stops making sense.
+fn top_level_values<const N: usize>(json: &[u8], keys: [&[u8]; N]) -> [Option<usize>; N] {
+    let mut found = [None; N];
+    let mut missing = N;
     let mut depth = 0usize;
     let mut at = 0;
     while let Some(&byte) = json.get(at) {
         match byte {
             b'"' => {
-                let end = string_end(json, at + 1)?;
+                let Some(end) = string_end(json, at + 1) else {
+                    break;
+                };
                 let text = &json[at + 1..end];
                 at = end + 1;
                 // At depth 1 a string followed by a colon is a member's key.
-                if depth == 1 && text == key {
-                    let colon = skip_whitespace(json, at);
-                    if json.get(colon) == Some(&b':') {
-                        return Some(skip_whitespace(json, colon + 1));
+                if depth != 1 {
+                    continue;
+                }
+                let Some(k) = keys.iter().position(|key| *key == text) else {
+                    continue;
+                };
+                let colon = skip_whitespace(json, at);
+                if json.get(colon) == Some(&b':') && found[k].is_none() {
+                    found[k] = Some(skip_whitespace(json, colon + 1));
+                    missing -= 1;
+                    if missing == 0 {
+                        break;
                     }
                 }
             }
@@ -63,16 +127,16 @@ fn top_level_value(json: &[u8], key: &[u8]) -> Option<usize> {
                 at += 1;
             }
             b'}' | b']' => {
-                depth = depth.checked_sub(1)?;
-                if depth == 0 {
-                    return None;
+                match depth.checked_sub(1) {
+                    Some(d) if d > 0 => depth = d,
+                    _ => break,
                 }
                 at += 1;
             }
             _ => at += 1,
         }
     }
-    None
+    found
 }
 
 /// Where the value of the member whose key is the `"usage"` at `at`

@@ -171,3 +171,111 @@ proptest! {
         prop_assert_eq!(counts(of_answer(&json)), counts(derived(&json)), "{}", String::from_utf8_lossy(&json));
     }
 }
+
+/// The reference for [`of_event`]: a derived reader of the whole event.
+fn derived_event(json: &[u8]) -> EventUsage {
+    #[derive(Deserialize)]
+    struct Chunk {
+        #[serde(default)]
+        choices: Option<Vec<serde::de::IgnoredAny>>,
+        #[serde(default)]
+        usage: Option<Usage>,
+        #[serde(default)]
+        message: Option<Nested>,
+    }
+    #[derive(Deserialize)]
+    struct Nested {
+        #[serde(default)]
+        usage: Option<Usage>,
+    }
+    let Ok(chunk) = serde_json::from_slice::<Chunk>(json) else {
+        return EventUsage::default();
+    };
+    EventUsage {
+        usage: chunk.usage,
+        nested: chunk.message.and_then(|m| m.usage),
+        no_choices: chunk.choices.is_some_and(|c| c.is_empty()),
+    }
+}
+
+#[test]
+fn reads_the_usage_of_stream_events() {
+    let last = br#"{"id":"c","object":"chat.completion.chunk","model":"m","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":2,"total_tokens":9}}"#;
+    let read = of_event(last);
+    assert_eq!(counts(read.usage), Some((7, 2)));
+    assert!(read.no_choices);
+    assert_eq!(read.nested, None);
+    // vLLM's continuous usage: usage beside a token, which must stay.
+    let with_token = br#"{"choices":[{"index":0,"delta":{"content":"\"usage\":[]"}}],"usage":{"prompt_tokens":7,"completion_tokens":1}}"#;
+    let read = of_event(with_token);
+    assert_eq!(counts(read.usage), Some((7, 1)));
+    assert!(!read.no_choices);
+    let start = br#"{"type":"message_start","message":{"id":"msg_1","content":[],"usage":{"input_tokens":4,"output_tokens":0}}}"#;
+    let read = of_event(start);
+    assert_eq!(counts(read.nested), Some((4, 0)));
+    assert_eq!(read.usage, None);
+    let delta = br#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":5}}"#;
+    assert_eq!(counts(of_event(delta).usage), Some((0, 5)));
+    for json in [&last[..], with_token, start, delta] {
+        assert_eq!(of_event(json), derived_event(json));
+    }
+    // A member of the wrong type voids the event, as for the derived reader.
+    for json in [
+        &br#"{"choices":{},"usage":{"prompt_tokens":1,"completion_tokens":1}}"#[..],
+        br#"{"choices":[],"usage":{"prompt_tokens":"one"}}"#,
+        br#"{"message":[1],"usage":{"prompt_tokens":1}}"#,
+    ] {
+        assert_eq!(
+            of_event(json),
+            EventUsage::default(),
+            "{}",
+            String::from_utf8_lossy(json)
+        );
+        assert_eq!(derived_event(json), EventUsage::default());
+    }
+    assert_eq!(of_event(b"[DONE]"), EventUsage::default());
+    assert_eq!(
+        of_event(br#"{"usage":{"prompt_tokens":1"#),
+        EventUsage::default()
+    );
+}
+
+/// Values for the members an event's usage is read from: the shapes
+/// engines write, and anything else.
+fn event_member(key: &'static str) -> impl Strategy<Value = (String, Value)> {
+    let shaped = match key {
+        "choices" => prop_oneof![
+            Just(json!([])),
+            Just(json!([{"index": 0, "delta": {"content": "usage"}}])),
+        ]
+        .boxed(),
+        "message" => usage_value()
+            .prop_map(|usage| json!({"id": "m", "usage": usage}))
+            .boxed(),
+        _ => usage_value().boxed(),
+    };
+    prop_oneof![3 => shaped, 1 => value()].prop_map(move |v| (key.to_owned(), v))
+}
+
+proptest! {
+    #[test]
+    fn events_agree_with_the_derived_reader(
+        others in proptest::collection::vec(("[a-z]{1,3}", value()), 0..4),
+        members in proptest::collection::vec(
+            prop_oneof![event_member("usage"), event_member("choices"), event_member("message")],
+            0..4,
+        ),
+        pretty in any::<bool>(),
+    ) {
+        // A map: no member repeated (the derived reader refuses repeats).
+        let object: serde_json::Map<String, Value> = others.into_iter().chain(members).collect();
+        let object = Value::Object(object);
+        let json = if pretty {
+            serde_json::to_vec_pretty(&object)
+        } else {
+            serde_json::to_vec(&object)
+        }
+        .expect("serializes");
+        prop_assert_eq!(of_event(&json), derived_event(&json), "{}", String::from_utf8_lossy(&json));
+    }
+}
