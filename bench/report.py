@@ -154,7 +154,8 @@ notes = [l.strip() for l in open(notes_path) if l.strip()] if os.path.exists(not
 
 # --- target checks (issue 6): each Lexora with every policy on, vs nginx ------
 # lexora-on is the default build and config; lexora-busy adds busy polling
-# (server.busy_poll_us), which trades CPU in quiet spells for latency.
+# (server.busy_poll_us), which trades CPU in quiet spells for latency;
+# lexora-pgo (--pgo) is lexora-on built with profile-guided optimisation.
 checks = []
 
 
@@ -198,7 +199,7 @@ def target_checks(name):
     check(name, f"zero errors at fixed rates {'/'.join(map(str, rates))} req/s", errs, 0, lambda v, l: v == l)
 
 
-lexoras = [t for t in ("lexora-on", "lexora-busy") if t in results]
+lexoras = [t for t in ("lexora-on", "lexora-busy", "lexora-pgo") if t in results]
 for name in lexoras:
     target_checks(name)
 
@@ -417,7 +418,9 @@ if checks:
               "ceiling\" is not one of the issue's targets but a stricter reading of the throughput "
               "target: the requests per second each proxy's CPU per request allows on one fully busy "
               "core, so a load side that caps nginx cannot flatter Lexora. Holding it means CPU per "
-              "request ≤ 1.25 × nginx's.)\n")
+              "request ≤ 1.25 × nginx's." + (" lexora-pgo is lexora-on built by `scripts/build-pgo.sh`: "
+              "profile-guided optimisation trained on this benchmark's answers and streams."
+              if "lexora-pgo" in results else "") + ")\n")
 if "relay" in results:
     floor = [(label, added("relay", scenario, key)) for label, scenario, key in (
         ("added p99 at concurrency 1", "c1", "latency_p99_us"),

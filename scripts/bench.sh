@@ -13,6 +13,9 @@
 #                               results in a temp dir; exits 1 on any error
 #   scripts/bench.sh --peers    also LiteLLM and SGLang's router (installed into
 #                               ~/.cache/lexora by scripts/bench-peers-install.sh)
+#   scripts/bench.sh --pgo      also Lexora with every policy on, built with
+#                               profile-guided optimisation (scripts/build-pgo.sh,
+#                               ~10 min more; needs llvm-profdata of rustc's LLVM)
 #   scripts/bench.sh --soak     only the soak: 1,000,000 requests (and 50,000
 #                               streams) through Lexora with every policy on,
 #                               RSS sampled along the way -> bench/soak.md (~2 min)
@@ -41,11 +44,12 @@ ROOT=$PWD
 # shellcheck source=scripts/bench-lib.sh
 source "$ROOT/scripts/bench-lib.sh"
 
-SMOKE=0 PEERS=0 SOAK=0
+SMOKE=0 PEERS=0 SOAK=0 PGO=0
 for arg in "$@"; do
   case $arg in
     --smoke) SMOKE=1 ;;
     --peers) PEERS=1 ;;
+    --pgo) PGO=1 ;;
     --soak) SOAK=1 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
@@ -86,6 +90,10 @@ fi
 
 bench_setup
 mkdir -p "$work/raw"
+if [ "$PGO" = 1 ]; then
+  # Before any target starts: the build takes both cores for minutes.
+  "$ROOT/scripts/build-pgo.sh"
+fi
 
 if [ "$SOAK" = 1 ]; then
   # shellcheck source=scripts/bench-soak.sh
@@ -143,6 +151,13 @@ add_target lexora-on "$URL" "$URL" "$URL" "$PID" "$PID" "$PID"
 lexora_config busy "$ENGINE" "$STREAM_ENGINE" "$LONG_ENGINE" >"$work/busy.yaml"
 start_lexora_bin lexora-busy 200 serve --config "$work/busy.yaml" --host 127.0.0.1 --port 0
 add_target lexora-busy "$URL" "$URL" "$URL" "$PID" "$PID" "$PID"
+if [ "$PGO" = 1 ]; then
+  # The same configuration as lexora-on; only the build differs.
+  BIN_SAVED=$BIN BIN="$CARGO_TARGET_DIR/pgo/use/release"
+  start_lexora_bin lexora-pgo 200 serve --config "$work/on.yaml" --host 127.0.0.1 --port 0
+  BIN=$BIN_SAVED
+  add_target lexora-pgo "$URL" "$URL" "$URL" "$PID" "$PID" "$PID"
+fi
 
 NOTES=()
 if [ "$PEERS" = 1 ]; then
