@@ -105,6 +105,16 @@ fn tolerates_truncated_and_broken_bodies() {
     }
 }
 
+/// `value` as text, indented or on one line.
+fn to_json(value: Value, pretty: bool) -> Vec<u8> {
+    if pretty {
+        serde_json::to_vec_pretty(&value)
+    } else {
+        serde_json::to_vec(&value)
+    }
+    .expect("serializes")
+}
+
 /// JSON values whose strings and keys often say `usage` and carry quotes
 /// and backslashes.
 fn value() -> impl Strategy<Value = Value> {
@@ -161,13 +171,7 @@ proptest! {
             object.insert("usage".to_owned(), usage);
         }
         object.extend(members);
-        let object = Value::Object(object);
-        let json = if pretty {
-            serde_json::to_vec_pretty(&object)
-        } else {
-            serde_json::to_vec(&object)
-        }
-        .expect("serializes");
+        let json = to_json(Value::Object(object), pretty);
         prop_assert_eq!(counts(of_answer(&json)), counts(derived(&json)), "{}", String::from_utf8_lossy(&json));
     }
 }
@@ -269,13 +273,7 @@ proptest! {
     ) {
         // A map: no member repeated (the derived reader refuses repeats).
         let object: serde_json::Map<String, Value> = others.into_iter().chain(members).collect();
-        let object = Value::Object(object);
-        let json = if pretty {
-            serde_json::to_vec_pretty(&object)
-        } else {
-            serde_json::to_vec(&object)
-        }
-        .expect("serializes");
+        let json = to_json(Value::Object(object), pretty);
         prop_assert_eq!(of_event(&json), derived_event(&json), "{}", String::from_utf8_lossy(&json));
     }
 }
