@@ -1,4 +1,5 @@
-//! The `usage` of a complete answer, read without deserializing the rest.
+//! The `usage` of a complete answer ([`of_answer`]) or of one streamed
+//! event ([`of_event`]), read without deserializing the rest.
 //!
 //! Every complete answer is read for its token counts. A derived reader
 //! that ignores every other member still has to walk and validate all of
@@ -57,7 +58,7 @@ pub(super) struct EventUsage {
 /// fingerprint are most of it). What a derived reader of the whole event
 /// would find whenever the event is valid JSON with no repeated member;
 /// otherwise what can be read (a derived reader finds nothing). A member
-/// that is there but does not read as its type voids the whole answer, as
+/// that is there but does not read as its type voids the whole event, as
 /// it would the derived reader's.
 pub(super) fn of_event(json: &[u8]) -> EventUsage {
     #[derive(Deserialize)]
