@@ -13,15 +13,22 @@
 # N requests and one with N/10, divided by the difference in requests, so
 # start-up, shutdown and the first request's one-off work cancel out:
 #   instructions/request = (I(N) - I(N/10)) / (N - N/10)
+# Beside it, the code footprint: distinct 64-byte lines of machine code the
+# N run executed (bench/code_lines.py). The requests are all alike, so that
+# is what one request touches; on a core whose caches the network stack has
+# just refilled, each of those lines is fetched again (at 100 streams/s the
+# request path took 4-6 times as long as the same instructions back to
+# back), so it counts for the first token as much as the instructions do.
 # Targets: the mock engine alone (the floor), Lexora with policies off, and
-# Lexora with every policy on (the configurations of scripts/bench.sh);
-# engines run natively. Non-streamed 16-token answers, and 64-chunk streams
+# Lexora with every policy on (the configurations of scripts/bench.sh), and
+# with PGO=1 also the every-policy-on binary that scripts/build-pgo.sh built
+# last (lexora-pgo; build it from the same tree first); engines run natively. Non-streamed 16-token answers, and 64-chunk streams
 # paced at 500 tokens/s (one event per write, so no timing-dependent batching).
 #
 # Environment: REQUESTS (4000), STREAMS (100), OUT (bench), REVISION (git
 # describe; names the code measured), PROFILES (a directory to keep the
-# callgrind profiles in, for callgrind_annotate; default: not kept),
-# CARGO_TARGET_DIR.
+# callgrind profiles in, for callgrind_annotate or code_lines.py --top;
+# default: not kept), PGO (1: also the PGO build), CARGO_TARGET_DIR.
 # Needs valgrind. Takes ~3-4 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +47,7 @@ KEY="sk-bench-000000001"
 
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install -y valgrind)" >&2; exit 1; }
 bench_setup
+BENCH="$BIN/lexora-bench"  # BIN changes to measure the PGO build
 
 # Engines, native. Only the target is under valgrind.
 LAUNCH=(env)
@@ -71,11 +79,11 @@ measure() { # name count client-args... -- target-args...
   while [ "$1" != -- ]; do client+=("$1"); shift; done
   shift
   LAUNCH=(taskset -c 0 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out"
-    --dump-line=no --log-file="$work/$name.$count.valgrind")
+    --dump-line=no --dump-instr=yes --log-file="$work/$name.$count.valgrind")
   start_lexora_bin "$name.$count" 1200 "$@"
   local target=$PID
   send() { # count output
-    "$BIN/lexora-bench" --url "$URL/v1/chat/completions" --connections 1 --requests "$1" \
+    "$BENCH" --url "$URL/v1/chat/completions" --connections 1 --requests "$1" \
       --warmup 0 --duration 100000 --timeout 60 -H "Authorization: Bearer $KEY" "${client[@]}" >"$2" \
       || { echo "$name: lexora-bench failed" >&2; exit 1; }
   }
@@ -88,9 +96,12 @@ d = json.load(open(sys.argv[1]))
 if d["ok"] != int(sys.argv[2]) or d["errors"]:
     sys.exit(f"{sys.argv[1]}: {d['ok']} ok, {d['errors']} errors ({d['errors_by_kind']})")
 PY
+  # Off before the shutdown, so that the code lines are the requests' own.
+  callgrind_control --instr=off "$target" >/dev/null 2>&1
   kill -TERM "$target"
   wait "$target" || { echo "$name: exited with $?" >&2; cat "$work/$name.$count.valgrind" >&2; exit 1; }
   TOTAL=$(awk '/^(summary|totals):/ {print $2; exit}' "$out")
+  LINES=$(python3 "$ROOT/bench/code_lines.py" "$out")
   if [ -n "${PROFILES:-}" ]; then mkdir -p "$PROFILES" && cp "$out" "$PROFILES/"; fi
 }
 
@@ -102,8 +113,9 @@ run_pair() { # target scenario n client-args... -- target-args...
   log "$target, $scenario: $base then $n requests"
   measure "$target-$scenario" "$base" "$@"; small=$TOTAL
   measure "$target-$scenario" "$n" "$@"; large=$TOTAL
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$scenario" "$base" "$small" "$n" "$large" >>"$results"
-  log "$target, $scenario: $(((large - small) / (n - base))) instructions/request"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$scenario" "$base" "$small" "$n" "$large" \
+    "$LINES" >>"$results"
+  log "$target, $scenario: $(((large - small) / (n - base))) instructions/request, $LINES code lines"
 }
 
 STREAM_ARGS=(--stream --model s --max-tokens "$STREAM_TOKENS")
@@ -115,6 +127,13 @@ for mode in off on; do
   run_pair "lexora-$mode" stream "$STREAMS" "${STREAM_ARGS[@]}" -- serve --config "$work/$mode.yaml" \
     --host 127.0.0.1 --port 0
 done
+if [ "${PGO:-0}" = 1 ]; then
+  BIN="$CARGO_TARGET_DIR/pgo/use/release"
+  [ -x "$BIN/lexora" ] || { echo "PGO=1: no $BIN/lexora; run scripts/build-pgo.sh first" >&2; exit 1; }
+  run_pair lexora-pgo plain "$REQUESTS" -- serve --config "$work/on.yaml" --host 127.0.0.1 --port 0
+  run_pair lexora-pgo stream "$STREAMS" "${STREAM_ARGS[@]}" -- serve --config "$work/on.yaml" \
+    --host 127.0.0.1 --port 0
+fi
 
 mkdir -p "$OUT"
 python3 "$ROOT/bench/callgrind_report.py" "$results" "$OUT" "$(valgrind --version)" \
