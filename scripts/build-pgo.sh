@@ -18,7 +18,9 @@
 #
 # Needs llvm-profdata of rustc's LLVM major version (LLVM_PROFDATA, or
 # llvm-profdata-N on PATH; on Debian: apt-get install -y llvm-N, where N is
-# the major of `rustc -vV`'s "LLVM version"). Takes ~10 minutes on 2 cores.
+# the major of `rustc -vV`'s "LLVM version"). Takes ~10 minutes on 2 cores;
+# a second call with the same sources, toolchain and training (this script)
+# reuses the binary it built (FORCE=1 rebuilds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -36,6 +38,16 @@ PROFDATA="${LLVM_PROFDATA:-$(command -v "llvm-profdata-$llvm_major" || true)}"
 
 bench_setup # the ordinary build: the mock engines and lexora-bench come from it
 PGO="$CARGO_TARGET_DIR/pgo"
+# What the binary is built from: every source and manifest, the toolchain,
+# and the training below. Equal to the last build's: nothing to do.
+built_from=$( (rustc -vV && cd "$ROOT" && find crates Cargo.toml Cargo.lock scripts/build-pgo.sh \
+  scripts/bench-lib.sh -type f | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -d' ' -f1)
+if [ "${FORCE:-0}" != 1 ] && [ -x "$PGO/use/release/lexora" ] &&
+  [ "$(cat "$PGO/built-from" 2>/dev/null)" = "$built_from" ]; then
+  log "$PGO/use/release/lexora is up to date (FORCE=1 rebuilds)"
+  exit 0
+fi
+rm -f "$PGO/built-from"
 rm -rf "$PGO/profraw"
 mkdir -p "$PGO"
 
@@ -73,4 +85,5 @@ compgen -G "$PGO/profraw/*.profraw" >/dev/null || { echo "the training run wrote
 log "optimised build"
 RUSTFLAGS="-Cprofile-use=$PGO/lexora.profdata" \
   cargo build --release -p lexora --target-dir "$PGO/use" >&2
+echo "$built_from" >"$PGO/built-from"
 log "built $PGO/use/release/lexora"
