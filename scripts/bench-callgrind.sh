@@ -21,15 +21,17 @@
 # back), so it counts for the first token as much as the instructions do.
 # Targets: the mock engine alone (the floor), Lexora with policies off, and
 # Lexora with every policy on (the configurations of scripts/bench.sh), and
-# with PGO=1 also the every-policy-on binary that scripts/build-pgo.sh built
-# last (lexora-pgo; build it from the same tree first); engines run natively. Non-streamed 16-token answers, and 64-chunk streams
+# with PGO=1 also every policy on built by scripts/build-pgo.sh (lexora-pgo;
+# the script runs it first, which reuses an up-to-date build); engines run
+# natively. Non-streamed 16-token answers, and 64-chunk streams
 # paced at 500 tokens/s (one event per write, so no timing-dependent batching).
 #
 # Environment: REQUESTS (4000), STREAMS (100), OUT (bench), REVISION (git
 # describe; names the code measured), PROFILES (a directory to keep the
 # callgrind profiles in, for callgrind_annotate or code_lines.py --top;
 # default: not kept), PGO (1: also the PGO build), CARGO_TARGET_DIR.
-# Needs valgrind. Takes ~3-4 minutes.
+# Needs valgrind. Takes ~3-4 minutes (with PGO=1, +1 minute and the PGO
+# build's ~10 when it is not up to date).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -46,6 +48,7 @@ OUT="${OUT:-$ROOT/bench}"
 KEY="sk-bench-000000001"
 
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install -y valgrind)" >&2; exit 1; }
+if [ "${PGO:-0}" = 1 ]; then "$ROOT/scripts/build-pgo.sh"; fi
 bench_setup
 BENCH="$BIN/lexora-bench"  # BIN changes to measure the PGO build
 
@@ -129,7 +132,6 @@ for mode in off on; do
 done
 if [ "${PGO:-0}" = 1 ]; then
   BIN="$CARGO_TARGET_DIR/pgo/use/release"
-  [ -x "$BIN/lexora" ] || { echo "PGO=1: no $BIN/lexora; run scripts/build-pgo.sh first" >&2; exit 1; }
   run_pair lexora-pgo plain "$REQUESTS" -- serve --config "$work/on.yaml" --host 127.0.0.1 --port 0
   run_pair lexora-pgo stream "$STREAMS" "${STREAM_ARGS[@]}" -- serve --config "$work/on.yaml" \
     --host 127.0.0.1 --port 0

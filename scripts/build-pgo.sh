@@ -12,9 +12,12 @@
 # aside, so fewer cache lines carry it.
 #
 # Steps: an instrumented build (-Cprofile-generate), the training run
-# (mock engines, lexora-bench), llvm-profdata merge, and the optimised
-# build (-Cprofile-use), each in its own target directory under
-# $CARGO_TARGET_DIR/pgo, so the ordinary release build is untouched.
+# (mock engines, lexora-bench), llvm-profdata merge, the optimised build
+# (-Cprofile-use), each in its own target directory under
+# $CARGO_TARGET_DIR/pgo, so the ordinary release build is untouched, and a
+# check that the optimised binary answers and streams. The end-to-end suite
+# runs against it too: LEXORA_BIN=<that binary> python -m pytest tests/e2e
+# (with the venv and LLAMA_SERVER that scripts/test.sh sets up).
 #
 # Needs llvm-profdata of rustc's LLVM major version (LLVM_PROFDATA, or
 # llvm-profdata-N on PATH; on Debian: apt-get install -y llvm-N, where N is
@@ -85,5 +88,10 @@ compgen -G "$PGO/profraw/*.profraw" >/dev/null || { echo "the training run wrote
 log "optimised build"
 RUSTFLAGS="-Cprofile-use=$PGO/lexora.profdata" \
   cargo build --release -p lexora --target-dir "$PGO/use" >&2
+log "checking it: an answer and a stream through every policy"
+BIN="$PGO/use/release"
+start_lexora_bin lexora-pgo 200 serve --config "$work/on.yaml" --host 127.0.0.1 --port 0
+check_answer lexora-pgo "$URL" m 0 16
+check_answer lexora-pgo "$URL" s 1 16
 echo "$built_from" >"$PGO/built-from"
 log "built $PGO/use/release/lexora"
