@@ -18,7 +18,8 @@
 # is what one request touches; on a core whose caches the network stack has
 # just refilled, each of those lines is fetched again (at 100 streams/s the
 # request path took 4-6 times as long as the same instructions back to
-# back), so it counts for the first token as much as the instructions do.
+# back, most likely for that reason), so it counts for the first token as
+# much as the instructions do.
 # Targets: the mock engine alone (the floor), Lexora with policies off, and
 # Lexora with every policy on (the configurations of scripts/bench.sh), and
 # with PGO=1 also every policy on built by scripts/build-pgo.sh (lexora-pgo;
