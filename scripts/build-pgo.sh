@@ -19,9 +19,10 @@
 # runs against it too: LEXORA_BIN=<that binary> python -m pytest tests/e2e
 # (with the venv and LLAMA_SERVER that scripts/test.sh sets up).
 #
-# Needs llvm-profdata of rustc's LLVM major version (LLVM_PROFDATA, or
-# llvm-profdata-N on PATH; on Debian: apt-get install -y llvm-N, where N is
-# the major of `rustc -vV`'s "LLVM version"). Takes ~10 minutes on 2 cores;
+# Needs llvm-profdata of rustc's LLVM major version: LLVM_PROFDATA, else the
+# one of rustup's llvm-tools component (rustup component add llvm-tools),
+# else llvm-profdata-N on PATH (on Debian: apt-get install -y llvm-N, where N
+# is the major of `rustc -vV`'s "LLVM version"). Takes ~10 minutes on 2 cores;
 # a second call with the same sources, toolchain and training (this script)
 # reuses the binary it built (FORCE=1 rebuilds).
 set -euo pipefail
@@ -33,11 +34,17 @@ LOG_TAG=pgo
 KEY="sk-bench-000000001"
 
 llvm_major=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
-PROFDATA="${LLVM_PROFDATA:-$(command -v "llvm-profdata-$llvm_major" || true)}"
+host=$(rustc -vV | sed -n 's/^host: //p')
+# rustup's llvm-tools match rustc's LLVM by construction; a distribution's
+# llvm-N only when N is the same major.
+PROFDATA="${LLVM_PROFDATA:-$(rustc --print sysroot)/lib/rustlib/$host/bin/llvm-profdata}"
+[ -x "$PROFDATA" ] || PROFDATA=$(command -v "llvm-profdata-$llvm_major" || true)
 [ -x "$PROFDATA" ] || {
-  echo "needs llvm-profdata for LLVM $llvm_major (apt-get install -y llvm-$llvm_major, or set LLVM_PROFDATA)" >&2
+  echo "needs llvm-profdata for LLVM $llvm_major: rustup component add llvm-tools" \
+    "(or apt-get install -y llvm-$llvm_major, or set LLVM_PROFDATA)" >&2
   exit 1
 }
+log "llvm-profdata: $PROFDATA"
 
 bench_setup # the ordinary build: the mock engines and lexora-bench come from it
 PGO="$CARGO_TARGET_DIR/pgo"
