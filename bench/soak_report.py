@@ -58,6 +58,23 @@ growth_kb = last["rss_kb"] - warm["rss_kb"]
 # once and stays flat. The second half tells the two apart.
 half = rows[len(rows) // 2 - 1] if len(rows) > 1 else rows[0]
 half_growth_kb = last["rss_kb"] - half["rss_kb"]
+
+
+def served(row):
+    return row["requests"] + row["streams"]
+
+
+# RSS rises and falls between chunks (the allocator's pools fill and are
+# returned), so two single samples can differ by megabytes either way. The
+# trend over every warmed-up chunk is what a leak moves: a least-squares
+# slope of RSS against requests served, and the largest RSS of each half.
+warmed = rows[1:] if len(rows) > 2 else rows
+xs = [served(r) for r in warmed]
+ys = [r["rss_kb"] for r in warmed]
+mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+spread = sum((x - mean_x) ** 2 for x in xs)
+slope_kb = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / spread if spread else 0.0
+middle = len(warmed) // 2
 summary = {
     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     "requests": last["requests"], "streams": last["streams"], "seconds": last["seconds"],
@@ -69,6 +86,9 @@ summary = {
     "growth_second_half_kb": half_growth_kb,
     "requests_second_half": last["requests"] - half["requests"] + last["streams"] - half["streams"],
     "requests_after_warmup": last["requests"] - warm["requests"] + last["streams"] - warm["streams"],
+    "trend_kb_per_100k": slope_kb * 100_000,
+    "rss_max_first_half_kb": max(ys[:middle] or ys),
+    "rss_max_second_half_kb": max(ys[middle:]),
 }
 with open(os.path.join(out, "soak.json"), "w") as f:
     json.dump({"summary": summary, "chunks": rows}, f, indent=2)
@@ -89,7 +109,12 @@ md = [
     f"{warm['chunk']}, {mb(summary['rss_last_kb'])} MB at the end (largest {mb(summary['rss_max_kb'])} MB): "
     f"{growth_kb / 1024:+.1f} MB over the last {summary['requests_after_warmup']:,} requests and streams, "
     f"{half_growth_kb / 1024:+.1f} MB over the last {summary['requests_second_half']:,} (after chunk "
-    f"{half['chunk']}).\n",
+    f"{half['chunk']}).",
+    f"- Trend: {summary['trend_kb_per_100k'] / 1024:+.2f} MB per 100,000 requests and streams "
+    f"(least squares over chunks {warmed[0]['chunk']}–{last['chunk']}); largest RSS "
+    f"{mb(summary['rss_max_first_half_kb'])} MB in the first half of those chunks, "
+    f"{mb(summary['rss_max_second_half_kb'])} MB in the second. A leak of 100 bytes a request "
+    f"would add 9.5 MB per 100,000.\n",
     "| chunk | requests | streams | RSS MB | req/s | p99 µs | streams/s | CPU µs/request | errors |",
     "|---|---|---|---|---|---|---|---|---|",
 ]
