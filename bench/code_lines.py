@@ -2,7 +2,7 @@
 """Code footprint of a callgrind profile recorded with `--dump-instr=yes`:
 how many distinct 64-byte lines of machine code the run executed.
 
-Why: at 100 streams/s Lexora's request path takes 4-6 times as long as the
+Why: at 100 streams/s Lexora's request path takes several times as long as the
 same instructions run back to back, most likely because between two
 requests the kernel's network stack and the other streams evict its code
 from the core's caches (a PGO build with 16 % fewer lines took a third less

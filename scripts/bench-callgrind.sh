@@ -17,7 +17,7 @@
 # N run executed (bench/code_lines.py). The requests are all alike, so that
 # is what one request touches; on a core whose caches the network stack has
 # just refilled, each of those lines is fetched again (at 100 streams/s the
-# request path took 4-6 times as long as the same instructions back to
+# request path took several times as long as the same instructions back to
 # back, most likely for that reason), so it counts for the first token as
 # much as the instructions do.
 # Targets: the mock engine alone (the floor), Lexora with policies off, and

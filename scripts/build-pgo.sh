@@ -37,8 +37,12 @@ llvm_major=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
 host=$(rustc -vV | sed -n 's/^host: //p')
 # rustup's llvm-tools match rustc's LLVM by construction; a distribution's
 # llvm-N only when N is the same major.
+# LLVM_PROFDATA, when set, is used as given (a wrong one fails below
+# rather than being replaced by another silently).
 PROFDATA="${LLVM_PROFDATA:-$(rustc --print sysroot)/lib/rustlib/$host/bin/llvm-profdata}"
-[ -x "$PROFDATA" ] || PROFDATA=$(command -v "llvm-profdata-$llvm_major" || true)
+if [ -z "${LLVM_PROFDATA:-}" ] && [ ! -x "$PROFDATA" ]; then
+  PROFDATA=$(command -v "llvm-profdata-$llvm_major" || true)
+fi
 [ -x "$PROFDATA" ] || {
   echo "needs llvm-profdata for LLVM $llvm_major: rustup component add llvm-tools" \
     "(or apt-get install -y llvm-$llvm_major, or set LLVM_PROFDATA)" >&2
