@@ -132,11 +132,25 @@ try:
             break
 except OSError:
     pass
+
+
+def read_text(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 machine = {
     "nproc": os.cpu_count(),
     "cpu_model": cpu.get("model"),
     "mem_total_kb": next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")), None),
     "kernel": platform.release(),
+    # How idle CPUs wait: on a KVM guest with the haltpoll driver, a vCPU that
+    # polls before halting wakes tens of µs sooner (GUEST_HALT_POLL_NS).
+    "cpuidle_driver": read_text("/sys/devices/system/cpu/cpuidle/current_driver"),
+    "guest_halt_poll_ns": read_text("/sys/module/haltpoll/parameters/guest_halt_poll_ns"),
     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
 }
 settings = {
@@ -247,10 +261,19 @@ def error_cell(s):
     return f"{errors}{share}{' ' + json.dumps(kinds) if kinds else ''}"
 
 
+def idle_note():
+    if not machine["cpuidle_driver"]:
+        return ""
+    note = f", idle driver {machine['cpuidle_driver']}"
+    if machine["guest_halt_poll_ns"] is not None:
+        note += f" (guest halt polling {int(machine['guest_halt_poll_ns']) // 1000} µs)"
+    return note
+
+
 md = []
 md.append(f"# Lexora benchmark results{' (smoke)' if smoke else ''}\n")
 md.append(f"{machine['date']}; {machine['nproc']} CPUs ({machine['cpu_model']}), "
-          f"{(machine['mem_total_kb'] or 0) / 1048576:.0f} GiB, Linux {machine['kernel']}. "
+          f"{(machine['mem_total_kb'] or 0) / 1048576:.0f} GiB, Linux {machine['kernel']}{idle_note()}. "
           f"{settings['pinning']}. {rounds} round(s), each scenario run on every target in turn before the next, {duration:g} s per measurement "
           f"after {warmup:g} s warm-up; medians over rounds; \"added\" = target median − direct median. "
           "Mock engine: zero delay, 16-token answers. Latency is measured by `lexora-bench` "

@@ -16,6 +16,21 @@ bench_setup() {
   pids=()
   trap bench_cleanup EXIT
   trap 'exit 130' INT TERM
+  set_halt_poll
+}
+
+# GUEST_HALT_POLL_NS: on a KVM guest whose idle driver is haltpoll, how long
+# (ns) an idle vCPU polls for work before it halts: the kernel's own busy
+# polling, for every process alike. A halted vCPU takes tens of µs to wake,
+# and each hand-off between the cores of a run pays it. Set for the run
+# (needs root) and put back on exit; unset, the machine is measured as it is.
+HALT_POLL=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+set_halt_poll() {
+  [ -n "${GUEST_HALT_POLL_NS:-}" ] || return 0
+  [ -w "$HALT_POLL" ] || { echo "GUEST_HALT_POLL_NS: $HALT_POLL is not writable here (a KVM guest with the haltpoll idle driver, as root)" >&2; exit 1; }
+  HALT_POLL_BEFORE=$(cat "$HALT_POLL")
+  echo "$GUEST_HALT_POLL_NS" >"$HALT_POLL"
+  log "guest halt polling: $GUEST_HALT_POLL_NS ns for this run (was $HALT_POLL_BEFORE)"
 }
 
 bench_cleanup() {
@@ -23,6 +38,7 @@ bench_cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   rm -rf "$work"
+  if [ -n "${HALT_POLL_BEFORE:-}" ]; then echo "$HALT_POLL_BEFORE" >"$HALT_POLL" || true; fi
 }
 
 log() { echo "[${LOG_TAG:-bench} $(date +%T)] $*" >&2; }
