@@ -266,7 +266,7 @@ def idle_note():
         return ""
     note = f", idle driver {machine['cpuidle_driver']}"
     if machine["guest_halt_poll_ns"] is not None:
-        note += f" (guest halt polling {int(machine['guest_halt_poll_ns']) // 1000} µs)"
+        note += f" (guest halt polling {int(machine['guest_halt_poll_ns']) / 1000:g} µs)"
     return note
 
 
