@@ -265,8 +265,9 @@ def idle_note():
     if not machine["cpuidle_driver"]:
         return ""
     note = f", idle driver {machine['cpuidle_driver']}"
-    if machine["guest_halt_poll_ns"] is not None:
-        note += f" (guest halt polling {int(machine['guest_halt_poll_ns']) / 1000:g} µs)"
+    ns = machine["guest_halt_poll_ns"]
+    if ns is not None:
+        note += " (no guest halt polling)" if int(ns) == 0 else f" (guest halt polling {int(ns) / 1000:g} µs)"
     return note
 
 
