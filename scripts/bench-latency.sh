@@ -107,4 +107,17 @@ for t in targets:
         v, d = med(t, scenario, hist, q), med("direct", scenario, hist, q)
         cells.append(f"{v:,.0f}" if t == "direct" else f"{v:,.0f} ({v - d:+,.0f})")
     print(f"| {t} | " + " | ".join(cells) + " |")
+legs = [(scenario, f"ttft_{leg}_us", q) for scenario in ("stream-c1", "stream")
+        for leg in ("there", "back") for q in ("p50", "p99")]
+print("\nThe first token's transit leg by leg: *there* from the request's send to its arrival at "
+      "the engine, *back* from the engine's write of the first token to its arrival at the client.\n")
+print("| target | 1 stream there p50 | p99 | back p50 | p99 "
+      "| 100 streams/s there p50 | p99 | back p50 | p99 |")
+print("|---|" + "---|" * len(legs))
+for t in targets:
+    cells = []
+    for scenario, hist, q in legs:
+        v, d = med(t, scenario, hist, q), med("direct", scenario, hist, q)
+        cells.append(f"{v:,.0f}" if t == "direct" else f"{v:,.0f} ({v - d:+,.0f})")
+    print(f"| {t} | " + " | ".join(cells) + " |")
 PY

@@ -28,6 +28,10 @@ pub struct Recorder {
     ttft: Histogram<u64>,
     /// The first token's transit (see [`Timings::first_token_transit`]).
     ttft_transit: Histogram<u64>,
+    /// Its first leg, the request's way to the engine.
+    ttft_there: Histogram<u64>,
+    /// Its second leg, the first token's way back.
+    ttft_back: Histogram<u64>,
     gaps: Histogram<u64>,
     delays: Histogram<u64>,
     ok: u64,
@@ -47,6 +51,8 @@ impl Recorder {
             service: histogram()?,
             ttft: histogram()?,
             ttft_transit: histogram()?,
+            ttft_there: histogram()?,
+            ttft_back: histogram()?,
             gaps: histogram()?,
             delays: histogram()?,
             ok: 0,
@@ -71,7 +77,9 @@ impl Recorder {
                     add(&mut self.ttft, first.saturating_duration_since(intended));
                 }
                 if let Some(transit) = timings.first_token_transit {
-                    add(&mut self.ttft_transit, transit);
+                    add(&mut self.ttft_transit, transit.total());
+                    add(&mut self.ttft_there, transit.there);
+                    add(&mut self.ttft_back, transit.back);
                 }
                 for gap in timings.gaps {
                     add(&mut self.gaps, gap);
@@ -108,12 +116,19 @@ impl Recorder {
             achieved_rps: self.ok as f64 / rate_window.as_secs_f64().max(f64::EPSILON),
             latency_us: Stats::of(&self.latency),
             service_us: Stats::of(&self.service),
-            ttft_us: (!self.ttft.is_empty()).then(|| Stats::of(&self.ttft)),
-            ttft_transit_us: (!self.ttft_transit.is_empty()).then(|| Stats::of(&self.ttft_transit)),
-            gap_us: (!self.gaps.is_empty()).then(|| Stats::of(&self.gaps)),
-            event_delay_us: (!self.delays.is_empty()).then(|| Stats::of(&self.delays)),
+            ttft_us: stats(&self.ttft),
+            ttft_transit_us: stats(&self.ttft_transit),
+            ttft_there_us: stats(&self.ttft_there),
+            ttft_back_us: stats(&self.ttft_back),
+            gap_us: stats(&self.gaps),
+            event_delay_us: stats(&self.delays),
         }
     }
+}
+
+/// Percentiles of a histogram that has samples (streams, stamped events).
+fn stats(histogram: &Histogram<u64>) -> Option<Stats> {
+    (!histogram.is_empty()).then(|| Stats::of(histogram))
 }
 
 fn add(histogram: &mut Histogram<u64>, value: Duration) {
@@ -187,6 +202,12 @@ pub struct Summary {
     /// token less the engine's part of it (the request's way there and the
     /// token's way back).
     pub ttft_transit_us: Option<Stats>,
+    /// The first leg of `ttft_transit_us`: from the request's send to its
+    /// arrival at the engine.
+    pub ttft_there_us: Option<Stats>,
+    /// The second leg: from the engine's write of the first token to its
+    /// arrival here.
+    pub ttft_back_us: Option<Stats>,
     /// Streams: gaps between events after the first token.
     pub gap_us: Option<Stats>,
     /// Streams from an engine that stamps its events: each event's delay

@@ -87,7 +87,26 @@ pub struct Timings {
     /// back. Through a proxy, what the proxy adds to the time to first
     /// token is this less direct access's; the engine's own jitter and the
     /// load generator's lateness are not in it.
-    pub first_token_transit: Option<Duration>,
+    pub first_token_transit: Option<Transit>,
+}
+
+/// A stream's first-token transit in its two legs, measured on the wall
+/// clock that the load generator and the engine share: a proxy's work on
+/// the request (reading it, its policies) shows in `there`, its work on
+/// the answer's first event in `back`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transit {
+    /// From the request's send to its arrival at the engine.
+    pub there: Duration,
+    /// From the engine's write of the first token to its arrival here.
+    pub back: Duration,
+}
+
+impl Transit {
+    /// Both legs: the time to first token less the engine's part of it.
+    pub fn total(&self) -> Duration {
+        self.there + self.back
+    }
 }
 
 /// Sends one request built from `template` and reads the whole answer.
@@ -191,12 +210,13 @@ impl EventClock {
 impl EventClock {
     /// The first token's transit (see [`Timings::first_token_transit`])
     /// from its stamped `event`, which arrived at `now_unix_us`.
-    fn transit(&self, event: &[u8], now_unix_us: u64) -> Option<Duration> {
+    fn transit(&self, event: &[u8], now_unix_us: u64) -> Option<Transit> {
         let received = numbers(event, b"\"mock_received_us\":").next()?;
         let written = numbers(event, b"\"mock_sent_us\":").next()?;
-        let there = received.saturating_sub(self.sent_unix_us);
-        let back = now_unix_us.saturating_sub(written);
-        Some(Duration::from_micros(there + back))
+        Some(Transit {
+            there: Duration::from_micros(received.saturating_sub(self.sent_unix_us)),
+            back: Duration::from_micros(now_unix_us.saturating_sub(written)),
+        })
     }
 }
 
@@ -330,7 +350,15 @@ mod tests {
         );
         clock.observe(&frame, Instant::now(), 1_650, &mut timings);
         // 30 µs there, 50 µs back: the token's stamp, not the role chunk's.
-        assert_eq!(timings.first_token_transit, Some(Duration::from_micros(80)));
+        let transit = timings.first_token_transit.expect("stamped");
+        assert_eq!(
+            (transit.there, transit.back, transit.total()),
+            (
+                Duration::from_micros(30),
+                Duration::from_micros(50),
+                Duration::from_micros(80)
+            )
+        );
         assert!(timings.first_token.is_some());
 
         // Unstamped (a proxy that drops the fields): no transit.

@@ -1,4 +1,5 @@
 use super::*;
+use crate::request::Transit;
 
 #[test]
 fn counts_errors_by_kind_and_rate() {
@@ -25,11 +26,14 @@ fn counts_errors_by_kind_and_rate() {
 fn first_token_transit_is_summarised_when_stamped() {
     let mut recorder = Recorder::new().expect("histograms");
     let t = Instant::now();
-    for (transit, ttft) in [(Some(80), 400), (Some(120), 900), (None, 500)] {
+    for (transit, ttft) in [(Some((30, 50)), 400), (Some((100, 20)), 900), (None, 500)] {
         let timings = Timings {
             done: Some(t + Duration::from_micros(2_000)),
             first_token: Some(t + Duration::from_micros(ttft)),
-            first_token_transit: transit.map(Duration::from_micros),
+            first_token_transit: transit.map(|(there, back)| Transit {
+                there: Duration::from_micros(there),
+                back: Duration::from_micros(back),
+            }),
             ..Timings::default()
         };
         recorder.record(t, t, Ok(timings));
@@ -37,6 +41,10 @@ fn first_token_transit_is_summarised_when_stamped() {
     let summary = recorder.summary(Duration::from_secs(1));
     let transit = summary.ttft_transit_us.expect("stamped streams");
     assert_eq!((transit.count, transit.p50, transit.max), (2, 80, 120));
+    let there = summary.ttft_there_us.expect("stamped streams");
+    assert_eq!((there.count, there.p50, there.max), (2, 30, 100));
+    let back = summary.ttft_back_us.expect("stamped streams");
+    assert_eq!((back.count, back.p50, back.max), (2, 20, 50));
     assert_eq!(summary.ttft_us.map(|s| s.count), Some(3));
 }
 
