@@ -10,6 +10,8 @@ mod cli;
 mod engines;
 #[path = "gateway/errors.rs"]
 mod errors;
+#[path = "gateway/fuzz.rs"]
+mod fuzz;
 #[path = "gateway/lifecycle.rs"]
 mod lifecycle;
 #[path = "gateway/policies.rs"]

@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::head::chunk_size;
 use super::*;
 
+mod fuzz;
 mod limits;
 mod stamp;
 
