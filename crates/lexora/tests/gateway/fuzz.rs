@@ -1,8 +1,10 @@
 //! An engine that answers with anything: well-formed answers and streams,
 //! wrong lengths, broken chunked framing, bad JSON, cut events, bytes
 //! replaced at random, written in pieces. Whatever it sends, the client
-//! gets a complete answer from the gateway (its own errors OpenAI-shaped),
-//! nothing hangs, and the gateway neither panics nor stops serving.
+//! (of the OpenAI API, or of Anthropic's, whose answers are translated)
+//! gets a complete answer from the gateway, its errors in the client's
+//! API's shape; nothing hangs, and the gateway neither panics nor stops
+//! serving.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -256,7 +258,9 @@ async fn read_request(tcp: &mut TcpStream) -> Option<String> {
 #[tokio::test]
 async fn whatever_an_engine_answers_the_client_gets_a_complete_answer_and_the_gateway_lives_on() {
     let mut runner = TestRunner::new(Config::default());
-    let strategy = (answer(), any::<bool>());
+    // The answer, whether the client streams, and whether it speaks
+    // Anthropic's Messages API (so the answer is translated on the way).
+    let strategy = (answer(), any::<bool>(), any::<bool>());
     let cases: Vec<_> = (0..CASES)
         .map(|_| strategy.new_tree(&mut runner).expect("case").current())
         .collect();
@@ -268,13 +272,23 @@ async fn whatever_an_engine_answers_the_client_gets_a_complete_answer_and_the_ga
          backends:\n  engine:\n    url: {url}\n    timeout: 5\n    models: [{{name: m1}}]\n"
     ));
     let chat = chat_url(&gw);
+    let messages = format!("{}/v1/messages", gw.url);
     let client = client();
-    for ((bytes, writes), stream) in cases {
+    for ((bytes, writes), stream, anthropic) in cases {
         let shown = String::from_utf8_lossy(&bytes).into_owned();
         answers.lock().expect("answers").push_back((bytes, writes));
-        let request = json!({"model": "m1", "messages": [], "stream": stream});
+        let (url, request) = if anthropic {
+            let request = json!({
+                "model": "m1", "max_tokens": 16, "stream": stream,
+                "messages": [{"role": "user", "content": "hi"}]
+            });
+            (&messages, request)
+        } else {
+            let request = json!({"model": "m1", "messages": [], "stream": stream});
+            (&chat, request)
+        };
         let exchange = async {
-            let response = client.post(&chat).json(&request).send().await?;
+            let response = client.post(url).json(&request).send().await?;
             let status = response.status().as_u16();
             let body = response.bytes().await?;
             Ok::<_, reqwest::Error>((status, body))
@@ -291,6 +305,9 @@ async fn whatever_an_engine_answers_the_client_gets_a_complete_answer_and_the_ga
                 error["error"]["message"].is_string(),
                 "{status} {error}; the engine sent {shown:?}"
             );
+            if anthropic {
+                assert_eq!(error["type"], "error", "{error}; the engine sent {shown:?}");
+            }
         }
     }
     let health = client
