@@ -1,10 +1,14 @@
+//! Fuzzing the real binary from both sides.
+//!
 //! An engine that answers with anything: well-formed answers and streams,
 //! wrong lengths, broken chunked framing, bad JSON, cut events, bytes
 //! replaced at random, written in pieces. Whatever it sends, the client
 //! (of the OpenAI API, or of Anthropic's, whose answers are translated)
 //! gets a complete answer from the gateway, its errors in the client's
 //! API's shape; nothing hangs, and the gateway neither panics nor stops
-//! serving.
+//! serving. And a client that asks anything (JSON of every shape under
+//! the keys Lexora reads, on every endpoint) gets an answer or a 4xx in
+//! its API's shape, never a 5xx of the gateway's own making.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -19,7 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::*;
 
-/// Answers sent, each a separate request through the gateway.
+/// Cases per test, each a request through the gateway.
 const CASES: usize = 300;
 
 const STATUS_LINES: [&[&str]; 2] = [
@@ -316,6 +320,151 @@ async fn whatever_an_engine_answers_the_client_gets_a_complete_answer_and_the_ga
         .await
         .expect("the gateway still serves");
     assert_eq!(health.status(), 200);
+    let log = gw.stderr();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// Keys of the requests Lexora reads, its extensions and some others.
+const KEYS: &[&str] = &[
+    "model",
+    "messages",
+    "stream",
+    "stream_options",
+    "include_usage",
+    "max_tokens",
+    "max_completion_tokens",
+    "prompt",
+    "input",
+    "system",
+    "role",
+    "content",
+    "type",
+    "text",
+    "tools",
+    "x_priority",
+    "x_user_id",
+    "x_timeout",
+    "user",
+    "temperature",
+    "n",
+];
+
+/// JSON values built from those keys, the model's name, the priorities
+/// and numbers at the edges.
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        prop_oneof![
+            Just(0i64),
+            Just(-1),
+            Just(1),
+            Just(i64::MAX),
+            Just(i64::MIN)
+        ]
+        .prop_map(Value::from),
+        prop_oneof![Just(1e300), Just(-0.5), Just(0.25)].prop_map(Value::from),
+        prop_oneof![
+            Just("m1"),
+            Just("m2"),
+            Just("high"),
+            Just("low"),
+            Just("user"),
+            Just("assistant"),
+            Just("text"),
+            Just(""),
+            Just("\u{0}\u{fffd}\u{1F600}"),
+        ]
+        .prop_map(Value::from),
+    ];
+    leaf.prop_recursive(4, 40, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            proptest::collection::vec((proptest::sample::select(KEYS), inner), 0..6).prop_map(
+                |members| Value::Object(
+                    members
+                        .into_iter()
+                        .map(|(key, value)| (key.to_owned(), value))
+                        .collect()
+                )
+            ),
+        ]
+    })
+}
+
+/// A request body: mostly an object that names a model and has messages,
+/// its members otherwise anything.
+fn request_body() -> impl Strategy<Value = Value> {
+    let members = proptest::collection::vec((proptest::sample::select(KEYS), json_value()), 0..6);
+    prop_oneof![
+        8 => (members, proptest::bool::weighted(0.8), proptest::bool::weighted(0.8)).prop_map(
+            |(members, named, with_messages)| {
+                let mut object = serde_json::Map::new();
+                if named {
+                    object.insert("model".into(), json!("m1"));
+                }
+                if with_messages {
+                    object.insert(
+                        "messages".into(),
+                        json!([{"role": "user", "content": "hi"}]),
+                    );
+                }
+                for (key, value) in members {
+                    object.insert(key.to_owned(), value);
+                }
+                Value::Object(object)
+            }
+        ),
+        1 => json_value(),
+    ]
+}
+
+#[tokio::test]
+async fn whatever_a_client_asks_it_gets_an_answer_or_an_error_in_its_apis_shape() {
+    let engine = mock(&["--chunks", "3"]);
+    let gw = gateway_for(&engine, "");
+    let paths: &[&str] = &[
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+    ];
+    let mut runner = TestRunner::new(Config::default());
+    let strategy = (request_body(), proptest::sample::select(paths));
+    let client = client();
+    for _ in 0..CASES {
+        let (body, path) = strategy.new_tree(&mut runner).expect("case").current();
+        let exchange = async {
+            let response = client
+                .post(format!("{}{path}", gw.url))
+                .json(&body)
+                .send()
+                .await?;
+            let status = response.status().as_u16();
+            let answer = response.bytes().await?;
+            Ok::<_, reqwest::Error>((status, answer))
+        };
+        let (status, answer) = tokio::time::timeout(Duration::from_secs(15), exchange)
+            .await
+            .unwrap_or_else(|_| panic!("no answer in time to {path} {body}"))
+            .unwrap_or_else(|e| panic!("a broken answer ({e}) to {path} {body}"));
+        let text = String::from_utf8_lossy(&answer);
+        // The client's mistakes are its own: a 4xx, never a 5xx.
+        assert!(status < 500, "{status} {text} to {path} {body}");
+        if status >= 400 {
+            let error: Value = serde_json::from_slice(&answer).unwrap_or_else(|e| {
+                panic!("a {status} that is not JSON ({e}): {text} to {path} {body}")
+            });
+            assert!(
+                error["error"]["message"].is_string(),
+                "{status} {error} to {path} {body}"
+            );
+            if path.starts_with("/v1/messages") {
+                assert_eq!(error["type"], "error", "{error} to {path} {body}");
+            }
+        }
+    }
     let log = gw.stderr();
     assert!(!log.contains("panicked"), "{log}");
 }
