@@ -287,6 +287,7 @@ fn counts_as_failure(error: &GatewayError) -> bool {
     match error {
         GatewayError::UpstreamConnect { .. }
         | GatewayError::UpstreamReset { .. }
+        | GatewayError::UpstreamInvalid { .. }
         | GatewayError::UpstreamTimeout { .. } => true,
         GatewayError::UpstreamStatus { status, .. } => {
             matches!(status.as_u16(), 500 | 502 | 503 | 504)

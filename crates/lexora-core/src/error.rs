@@ -61,6 +61,12 @@ pub enum GatewayError {
     /// The backend did not answer within the request's deadline.
     #[error("backend `{backend}` did not answer within {}s", .after.as_secs_f64())]
     UpstreamTimeout { backend: String, after: Duration },
+    /// The backend answered with a status that is neither a success nor
+    /// an error (an informational one as its final answer, a redirect, or
+    /// past 599): nothing an inference client can act on, so it is not
+    /// passed on.
+    #[error("backend `{backend}` answered with status {status}, neither a success nor an error")]
+    UpstreamInvalid { backend: String, status: u16 },
     /// The backend answered with an error status; its body is already
     /// OpenAI-shaped (see [`crate::respond::normalize_error_body`]).
     #[error("backend answered {status}")]
@@ -157,6 +163,7 @@ impl GatewayError {
             Self::UpstreamConnect { .. }
             | Self::UpstreamReset { .. }
             | Self::UpstreamTimeout { .. }
+            | Self::UpstreamInvalid { .. }
             | Self::UpstreamStatus { .. }
             | Self::UpstreamAuth { .. }
             | Self::Unavailable { .. }
@@ -192,6 +199,7 @@ impl GatewayError {
             Self::ModelNotFound { .. } | Self::UnknownEndpoint { .. } => StatusCode::NOT_FOUND,
             Self::UpstreamConnect { .. }
             | Self::UpstreamReset { .. }
+            | Self::UpstreamInvalid { .. }
             | Self::UpstreamAuth { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::UpstreamStatus { status, .. } => *status,
@@ -221,6 +229,7 @@ impl GatewayError {
             Self::UpstreamConnect { .. } => ("upstream_error", Some("upstream_unreachable")),
             Self::UpstreamReset { .. } => ("upstream_error", Some("upstream_reset")),
             Self::UpstreamTimeout { .. } => ("timeout_error", Some("upstream_timeout")),
+            Self::UpstreamInvalid { .. } => ("upstream_error", Some("upstream_invalid_status")),
             Self::UpstreamStatus { .. } => ("upstream_error", None),
             Self::UpstreamAuth { .. } => ("upstream_error", Some("upstream_auth_failed")),
             Self::Unavailable { .. } => ("service_unavailable", Some("no_backend_available")),
@@ -266,6 +275,7 @@ impl GatewayError {
             Self::UpstreamConnect { .. } => "upstream_connect",
             Self::UpstreamReset { .. } => "upstream_reset",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::UpstreamInvalid { .. } => "upstream_invalid_status",
             Self::UpstreamStatus { .. } => "upstream_status",
             Self::UpstreamAuth { .. } => "upstream_auth",
             Self::Unavailable { .. } => "unavailable",

@@ -221,7 +221,8 @@ pub async fn complete(
     Ok(response)
 }
 
-/// Converts an engine's error answer into a [`GatewayError`].
+/// Converts an engine's answer that is not a success into a
+/// [`GatewayError`].
 pub async fn upstream_error(
     upstream: Response<Body>,
     wire: Wire,
@@ -230,6 +231,17 @@ pub async fn upstream_error(
     timeout: Duration,
 ) -> GatewayError {
     let (parts, body) = upstream.into_parts();
+    if !(parts.status.is_client_error() || parts.status.is_server_error()) {
+        tracing::warn!(
+            backend,
+            status = parts.status.as_u16(),
+            "backend answered with a status that is neither a success nor an error"
+        );
+        return GatewayError::UpstreamInvalid {
+            backend: backend.to_owned(),
+            status: parts.status.as_u16(),
+        };
+    }
     if matches!(parts.status.as_u16(), 401 | 403) {
         tracing::warn!(
             backend,

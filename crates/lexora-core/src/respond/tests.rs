@@ -149,3 +149,35 @@ fn a_stamp_writes_what_openai_clients_read() {
     );
     assert!(!stamp.writes(&http::HeaderName::from_static("x-ratelimit-limit-tokens")));
 }
+
+#[tokio::test]
+async fn a_status_that_is_neither_success_nor_error_is_a_bad_gateway() {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for status in [101, 199, 302, 304, 600, 999] {
+        let upstream = Response::builder()
+            .status(status)
+            .body(Body::from("{}"))
+            .expect("response");
+        let error = upstream_error(
+            upstream,
+            Wire::OpenAi,
+            "engine",
+            deadline,
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(
+            matches!(&error, GatewayError::UpstreamInvalid { status: s, .. } if *s == status),
+            "{status}: {error:?}"
+        );
+        assert_eq!(error.status(), StatusCode::BAD_GATEWAY);
+        let json: Value = serde_json::from_slice(&error.body()).expect("OpenAI-shaped");
+        assert_eq!(json["error"]["code"], "upstream_invalid_status");
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(&status.to_string())),
+            "{json}"
+        );
+    }
+}

@@ -79,6 +79,15 @@ const BODY_PIECES: [&[&str]; 2] = [
         "data: {\"id\":\"x\",\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3}}\n\n",
         "data: [DONE]\n\n",
         ": keep-alive\n\n",
+        r#"{"id":"msg_1","type":"message","role":"assistant","model":"x","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":1}}"#,
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"x\",\"content\":[],\"usage\":{\"input_tokens\":1,\"output_tokens\":0}}}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"a\"}}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"f\",\"input\":{}}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"a\"}}\n\n",
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":2}}\n\n",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
     ],
     &[
         "{",
@@ -93,6 +102,10 @@ const BODY_PIECES: [&[&str]; 2] = [
         "data: x\r\n\r\n",
         "data: {\"choices\":[{\"delta\":{\"content\":\"cut",
         "\n\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":7,\"delta\":{}}\n\n",
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":-5}}\n\n",
+        "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"busy\"}}\n\n",
+        r#"{"type":"message","content":[{"type":"thinking"},{"type":"tool_use","input":"x"}]}"#,
     ],
 ];
 
@@ -194,7 +207,8 @@ async fn answer_one(mut tcp: TcpStream, answers: Answers) {
     let Some(target) = read_request(&mut tcp).await else {
         return;
     };
-    let (bytes, writes) = if target == "/v1/chat/completions" {
+    let (bytes, writes) = if target.starts_with("/v1/chat/completions") || target == "/v1/messages"
+    {
         let next = answers.lock().expect("answers").pop_front();
         next.unwrap_or_else(|| (plain(), vec![usize::MAX]))
     } else {
@@ -262,9 +276,17 @@ async fn read_request(tcp: &mut TcpStream) -> Option<String> {
 #[tokio::test]
 async fn whatever_an_engine_answers_the_client_gets_a_complete_answer_and_the_gateway_lives_on() {
     let mut runner = TestRunner::new(Config::default());
-    // The answer, whether the client streams, and whether it speaks
-    // Anthropic's Messages API (so the answer is translated on the way).
-    let strategy = (answer(), any::<bool>(), any::<bool>());
+    // The answer, whether the client streams, whether it speaks
+    // Anthropic's Messages API, and the model, which picks the backend: an
+    // OpenAI-compatible engine (the request path's own client), the
+    // Anthropic provider (hyper's client; answers translated for OpenAI
+    // clients) or llama-server (Messages passed through natively).
+    let strategy = (
+        answer(),
+        any::<bool>(),
+        any::<bool>(),
+        proptest::sample::select(&["m1", "m2", "m3"][..]),
+    );
     let cases: Vec<_> = (0..CASES)
         .map(|_| strategy.new_tree(&mut runner).expect("case").current())
         .collect();
@@ -273,24 +295,27 @@ async fn whatever_an_engine_answers_the_client_gets_a_complete_answer_and_the_ga
     let gw = gateway(&format!(
         "retry:\n  max_retries: 0\nrate_limit:\n  enabled: false\n\
          circuit_breaker:\n  failure_threshold: 1000000\n\
-         backends:\n  engine:\n    url: {url}\n    timeout: 5\n    models: [{{name: m1}}]\n"
+         backends:\n  engine:\n    url: {url}\n    timeout: 5\n    models: [{{name: m1}}]\n\
+         \x20 claude:\n    type: anthropic\n    url: {url}\n    api_key: sk-fuzz\n    timeout: 5\n    models: [{{name: m2}}]\n\
+         \x20 local:\n    type: llamacpp\n    url: {url}\n    timeout: 5\n    models: [{{name: m3}}]\n"
     ));
     let chat = chat_url(&gw);
     let messages = format!("{}/v1/messages", gw.url);
     let client = client();
-    for ((bytes, writes), stream, anthropic) in cases {
+    for ((bytes, writes), stream, anthropic, model) in cases {
         let shown = String::from_utf8_lossy(&bytes).into_owned();
         answers.lock().expect("answers").push_back((bytes, writes));
         let (url, request) = if anthropic {
             let request = json!({
-                "model": "m1", "max_tokens": 16, "stream": stream,
+                "model": model, "max_tokens": 16, "stream": stream,
                 "messages": [{"role": "user", "content": "hi"}]
             });
             (&messages, request)
         } else {
-            let request = json!({"model": "m1", "messages": [], "stream": stream});
+            let request = json!({"model": model, "messages": [], "stream": stream});
             (&chat, request)
         };
+        let shown = format!("{model} at {url} (stream: {stream}); the engine sent {shown:?}");
         let exchange = async {
             let response = client.post(url).json(&request).send().await?;
             let status = response.status().as_u16();
@@ -299,18 +324,22 @@ async fn whatever_an_engine_answers_the_client_gets_a_complete_answer_and_the_ga
         };
         let (status, body) = tokio::time::timeout(Duration::from_secs(15), exchange)
             .await
-            .unwrap_or_else(|_| panic!("no answer in time; the engine sent {shown:?}"))
-            .unwrap_or_else(|e| panic!("a broken answer ({e}); the engine sent {shown:?}"));
+            .unwrap_or_else(|_| panic!("no answer in time: {shown}"))
+            .unwrap_or_else(|e| panic!("a broken answer ({e}): {shown}"));
+        // A status that is neither a success nor an error is not passed on.
+        assert!(
+            (200..300).contains(&status) || (400..600).contains(&status),
+            "{status}: {shown}"
+        );
         if status >= 400 {
-            let error: Value = serde_json::from_slice(&body).unwrap_or_else(|e| {
-                panic!("a {status} that is not JSON ({e}): {body:?}; the engine sent {shown:?}")
-            });
+            let error: Value = serde_json::from_slice(&body)
+                .unwrap_or_else(|e| panic!("a {status} that is not JSON ({e}): {body:?}: {shown}"));
             assert!(
                 error["error"]["message"].is_string(),
-                "{status} {error}; the engine sent {shown:?}"
+                "{status} {error}: {shown}"
             );
             if anthropic {
-                assert_eq!(error["type"], "error", "{error}; the engine sent {shown:?}");
+                assert_eq!(error["type"], "error", "{error}: {shown}");
             }
         }
     }
