@@ -3,6 +3,8 @@ use std::time::Duration;
 
 use super::*;
 
+mod fuzz;
+
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/examples")
 }
