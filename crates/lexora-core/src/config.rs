@@ -337,7 +337,7 @@ impl Config {
 
     /// Deserializes and validates merged layers.
     pub fn from_layers(layers: Layers) -> Result<Self, ConfigError> {
-        let raw: RawConfig = serde_path_to_error::deserialize(&layers.tree).map_err(|e| {
+        let mut raw: RawConfig = serde_path_to_error::deserialize(&layers.tree).map_err(|e| {
             let key = error_key(&e);
             ConfigError::Invalid {
                 origin: layers.origin_of(&key),
@@ -345,6 +345,16 @@ impl Config {
                 message: e.into_inner().to_string(),
             }
         })?;
+        // The file's order, which the tree lost; backends only the
+        // environment named go after them, by name.
+        let place = |name: &String| {
+            layers
+                .backend_order
+                .iter()
+                .position(|written| written == name)
+                .unwrap_or(usize::MAX)
+        };
+        raw.backends.sort_by(|a, _, b, _| place(a).cmp(&place(b)));
         validate::validate(raw, &layers)
     }
 }

@@ -248,9 +248,14 @@ impl Gateway {
         candidates.retain(|(backend, _)| backend.serves_api(endpoint));
         record.routed();
         if candidates.is_empty() {
+            let why = if endpoint == Endpoint::CountTokens {
+                "token counting needs a backend that speaks the Messages API (anthropic, llamacpp)"
+            } else {
+                "an Anthropic backend has no completions or embeddings, and `backends.NAME.endpoints` limits any backend's APIs"
+            };
             return Err(GatewayError::InvalidRequest {
                 message: format!(
-                    "no backend of model `{}` serves {} (backends.*.endpoints)",
+                    "no backend of model `{}` serves {}: {why}",
                     parsed.model.as_deref().unwrap_or_default(),
                     endpoint.path()
                 ),

@@ -214,12 +214,15 @@ impl Backend {
         &self.adapter
     }
 
-    /// Whether this backend serves `endpoint` (`endpoints` in config).
+    /// Whether this backend serves `endpoint`: its type can, and
+    /// `endpoints` in config (if any) lists it.
     pub fn serves_api(&self, endpoint: crate::parse::Endpoint) -> bool {
-        self.config
-            .endpoints
-            .as_ref()
-            .is_none_or(|list| list.contains(&endpoint))
+        self.adapter.serves(endpoint)
+            && self
+                .config
+                .endpoints
+                .as_ref()
+                .is_none_or(|list| list.contains(&endpoint))
     }
 
     /// The engine manager of a `type: engine` backend.

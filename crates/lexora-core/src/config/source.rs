@@ -38,6 +38,10 @@ pub struct Layers {
     pub tree: Value,
     pub file: Option<PathBuf>,
     overrides: Vec<(Vec<String>, Origin)>,
+    /// The backends' names in the order the file wrote them. The tree's
+    /// objects keep their keys sorted, and the order of `backends` is the
+    /// order they are tried in for a model.
+    pub backend_order: Vec<String>,
 }
 
 impl Layers {
@@ -72,6 +76,7 @@ impl Layers {
             tree,
             file: Some(path.to_path_buf()),
             overrides: Vec::new(),
+            backend_order: backend_order(path, &text),
         })
     }
 
@@ -182,6 +187,29 @@ impl Layers {
 
 /// A file's contents as a tree: `.lua` files are run (see [`super::lua`]),
 /// anything else is read as YAML.
+/// The names under `backends` in a YAML file, in the order written. A Lua
+/// table has no order (its backends go by name), and a file whose
+/// `backends` is not a mapping gets its error from the full parse.
+fn backend_order(path: &Path, text: &str) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(default)]
+        backends: Option<indexmap::IndexMap<String, serde::de::IgnoredAny>>,
+    }
+    if path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("lua"))
+    {
+        return Vec::new();
+    }
+    serde_yaml_ng::from_str::<Probe>(text)
+        .ok()
+        .and_then(|probe| probe.backends)
+        .map(|backends| backends.into_keys().collect())
+        .unwrap_or_default()
+}
+
 fn parse_file(path: &Path, text: &str) -> Result<Value, String> {
     match path.extension().and_then(|e| e.to_str()) {
         Some(ext) if ext.eq_ignore_ascii_case("lua") => super::lua::parse(path, text),

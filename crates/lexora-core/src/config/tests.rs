@@ -94,6 +94,24 @@ fn seed_000_example_loads_and_means_what_it_says() {
 }
 
 #[test]
+fn backends_keep_the_order_written_which_is_the_order_they_are_tried_in() {
+    let (_dir, path) = write_yaml(
+        "backends:\n  zeta:\n    url: http://127.0.0.1:1\n  alpha:\n    url: http://127.0.0.1:2\n  mid:\n    url: http://127.0.0.1:3\n",
+    );
+    let config = load_with(Some(&path), &[]).expect("loads");
+    let names: Vec<_> = config.backends.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["zeta", "alpha", "mid"]);
+    // A backend only the environment names comes after the file's.
+    let config = load_with(
+        Some(&path),
+        &[("LEXORA_BACKENDS__BETA__URL", "http://127.0.0.1:4")],
+    )
+    .expect("loads");
+    let names: Vec<_> = config.backends.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["zeta", "alpha", "mid", "beta"]);
+}
+
+#[test]
 fn seed_001_example_loads_and_means_what_it_says() {
     let config = load_with(Some(&examples().join("seed001.yaml")), &[]).expect("seed 001 loads");
     assert_eq!(config.default_model.as_deref(), Some("qwen3-32b"));

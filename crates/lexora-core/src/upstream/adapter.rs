@@ -97,6 +97,19 @@ impl Adapter {
         }
     }
 
+    /// Whether this dialect can serve `endpoint` at all: Anthropic has no
+    /// completions or embeddings, and only servers that speak the Messages
+    /// API count tokens.
+    pub fn serves(&self, endpoint: Endpoint) -> bool {
+        match (self, endpoint) {
+            (Self::Anthropic { .. }, Endpoint::Completions | Endpoint::Embeddings) => false,
+            (Self::Anthropic { .. }, _) => true,
+            (Self::OpenAi { native_messages }, Endpoint::CountTokens) => *native_messages,
+            (Self::Azure { .. }, Endpoint::CountTokens) => false,
+            _ => true,
+        }
+    }
+
     /// Headers that authenticate with the provider: the configured key, else
     /// the provider's usual environment variable. Marked sensitive.
     pub fn auth_headers(

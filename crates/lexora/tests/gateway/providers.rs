@@ -361,3 +361,39 @@ async fn ollama_uses_its_openai_endpoint_and_streams_usage() {
     let stats = get_json(&format!("{}/stats", gw.url)).await;
     assert_eq!(stats["total_completion_tokens"], 2, "{stats}");
 }
+
+#[tokio::test]
+async fn apis_a_provider_lacks_go_to_the_next_backend_of_the_model() {
+    // The Anthropic provider comes first for `m1`; it has no embeddings
+    // or completions, so those go to the engine written after it.
+    let anthropic = mock(&[]);
+    let engine = mock(&[]);
+    let gw = gateway(&format!(
+        "rate_limit:\n  enabled: false\nretry:\n  max_retries: 0\nbackends:\n  claude:\n    type: anthropic\n    url: {}\n    api_key: sk-ant-test\n    models: [{{name: m1}}]\n  engine:\n    url: {}\n    models: [{{name: m1}}]\n",
+        anthropic.url, engine.url
+    ));
+    let embedded = post(
+        &format!("{}/v1/embeddings", gw.url),
+        json!({"model": "m1", "input": "hi"}),
+    )
+    .await;
+    assert_eq!(embedded.status(), 200);
+    let completed = post(
+        &format!("{}/v1/completions", gw.url),
+        json!({"model": "m1", "prompt": "hi", "max_tokens": 2}),
+    )
+    .await;
+    assert_eq!(completed.status(), 200);
+    let chatted = post(&chat_url(&gw), json!({"model": "m1", "messages": []})).await;
+    assert_eq!(chatted.status(), 200);
+    let to_engine = engine_requests(&engine).await;
+    assert_eq!(to_engine.len(), 2, "{to_engine:?}");
+    // The chat went to the first backend, translated to Messages.
+    let to_anthropic = engine_requests(&anthropic).await;
+    assert_eq!(to_anthropic.len(), 1, "{to_anthropic:?}");
+    assert!(
+        to_anthropic[0]["max_tokens"].is_u64(),
+        "{}",
+        to_anthropic[0]
+    );
+}

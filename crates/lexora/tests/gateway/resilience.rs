@@ -130,6 +130,28 @@ async fn breaker_opens_half_opens_and_closes() {
 }
 
 #[tokio::test]
+async fn the_first_backend_written_is_the_one_used_whatever_the_names() {
+    // Named against the alphabet: a gateway that sorted its backends by
+    // name would send everything to the fallback.
+    let primary = mock(&["--chunks", "2"]);
+    let fallback = mock(&["--chunks", "2"]);
+    let gw = gateway(&format!(
+        "rate_limit:\n  enabled: false\nbackends:\n  zeta_primary:\n    url: {}\n    models: [{{name: m1}}]\n  alpha_fallback:\n    url: {}\n    models: [{{name: m1}}]\n",
+        primary.url, fallback.url
+    ));
+    for _ in 0..5 {
+        let status = post(&chat_url(&gw), json!({"model": "m1", "messages": []}))
+            .await
+            .status();
+        assert_eq!(status, 200);
+    }
+    assert_eq!(engine_requests(&primary).await.len(), 5);
+    assert!(engine_requests(&fallback).await.is_empty());
+    let models = get_json(&format!("{}/v1/models", gw.url)).await;
+    assert_eq!(models["data"][0]["owned_by"], "zeta_primary", "{models}");
+}
+
+#[tokio::test]
 async fn failover_loses_no_request_when_an_engine_dies() {
     let first = mock(&["--chunks", "2"]);
     let second = mock(&["--chunks", "2"]);
