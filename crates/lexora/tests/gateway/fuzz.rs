@@ -376,6 +376,32 @@ const KEYS: &[&str] = &[
     "user",
     "temperature",
     "n",
+    "stop",
+    "tool_calls",
+    "tool_call_id",
+    "function",
+    "name",
+    "arguments",
+    "parameters",
+    "tool_choice",
+    "image_url",
+    "url",
+    "response_format",
+    "logprobs",
+    "reasoning_effort",
+    "tool_use_id",
+    "input",
+    "input_schema",
+    "source",
+    "media_type",
+    "data",
+    "thinking",
+    "budget_tokens",
+    "stop_sequences",
+    "top_k",
+    "metadata",
+    "cache_control",
+    "id",
 ];
 
 /// JSON values built from those keys, the model's name, the priorities
@@ -401,6 +427,23 @@ fn json_value() -> impl Strategy<Value = Value> {
             Just("user"),
             Just("assistant"),
             Just("text"),
+            Just("c"),
+            Just("system"),
+            Just("developer"),
+            Just("tool"),
+            Just("function"),
+            Just("tool_use"),
+            Just("tool_result"),
+            Just("image"),
+            Just("image_url"),
+            Just("base64"),
+            Just("thinking"),
+            Just("auto"),
+            Just("any"),
+            Just("none"),
+            Just("json_object"),
+            Just("data:image/png;base64,AAAA"),
+            Just("{\"a\":1}"),
             Just(""),
             Just("\u{0}\u{fffd}\u{1F600}"),
         ]
@@ -421,29 +464,38 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
-/// A request body: mostly an object that names a model and has messages,
+/// A request body: mostly an object that names a model (served by an
+/// OpenAI engine or, for `c`, by the Anthropic provider) and has messages,
 /// its members otherwise anything.
 fn request_body() -> impl Strategy<Value = Value> {
     let members = proptest::collection::vec((proptest::sample::select(KEYS), json_value()), 0..6);
     prop_oneof![
-        8 => (members, proptest::bool::weighted(0.8), proptest::bool::weighted(0.8)).prop_map(
-            |(members, named, with_messages)| {
+        8 => (
+            members,
+            proptest::sample::select(&["m1", "c", ""][..]),
+            proptest::bool::weighted(0.8),
+        )
+            .prop_map(|(members, model, with_messages)| {
                 let mut object = serde_json::Map::new();
-                if named {
-                    object.insert("model".into(), json!("m1"));
+                if !model.is_empty() {
+                    object.insert("model".into(), json!(model));
                 }
                 if with_messages {
+                    // What both APIs need: messages, and (for Anthropic's)
+                    // a limit on the answer.
                     object.insert(
                         "messages".into(),
                         json!([{"role": "user", "content": "hi"}]),
                     );
+                    object.insert("max_tokens".into(), json!(16));
+                    object.insert("prompt".into(), json!("hi"));
+                    object.insert("input".into(), json!("hi"));
                 }
                 for (key, value) in members {
                     object.insert(key.to_owned(), value);
                 }
                 Value::Object(object)
-            }
-        ),
+            }),
         1 => json_value(),
     ]
 }
@@ -451,7 +503,15 @@ fn request_body() -> impl Strategy<Value = Value> {
 #[tokio::test]
 async fn whatever_a_client_asks_it_gets_an_answer_or_an_error_in_its_apis_shape() {
     let engine = mock(&["--chunks", "3"]);
-    let gw = gateway_for(&engine, "");
+    // Model `c` is served by the mock's Anthropic API as a provider would
+    // be, so OpenAI requests to it are translated on the way.
+    let gw = gateway_for(
+        &engine,
+        &format!(
+            "  claude:\n    type: anthropic\n    url: {}\n    api_key: sk-fuzz\n    models: [{{name: c, upstream: m1}}]\n",
+            engine.url
+        ),
+    );
     let paths: &[&str] = &[
         "/v1/chat/completions",
         "/v1/completions",
