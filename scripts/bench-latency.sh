@@ -100,24 +100,20 @@ print(f"{now}; {rounds} interleaved rounds of {duration} s; medians; µs; (+adde
 print("| target | 1 conn p50 | 1 conn p99 | 1 stream TTFT p50 | 1 stream TTFT p99 "
       "| 100 streams/s TTFT p50 | TTFT p99 | gap p99 | first-token transit p50 | first-token transit p99 "
       "| chunk delay p50 | chunk delay p99 |")
-print("|---|" + "---|" * len(cols))
-for t in targets:
-    cells = []
-    for scenario, hist, q in cols:
-        v, d = med(t, scenario, hist, q), med("direct", scenario, hist, q)
-        cells.append(f"{v:,.0f}" if t == "direct" else f"{v:,.0f} ({v - d:+,.0f})")
-    print(f"| {t} | " + " | ".join(cells) + " |")
+def rows(columns):
+    print("|---|" + "---|" * len(columns))
+    for t in targets:
+        cells = []
+        for scenario, hist, q in columns:
+            v, d = med(t, scenario, hist, q), med("direct", scenario, hist, q)
+            cells.append(f"{v:,.0f}" if t == "direct" else f"{v:,.0f} ({v - d:+,.0f})")
+        print(f"| {t} | " + " | ".join(cells) + " |")
+rows(cols)
 legs = [(scenario, f"ttft_{leg}_us", q) for scenario in ("stream-c1", "stream")
         for leg in ("there", "back") for q in ("p50", "p99")]
 print("\nThe first token's transit leg by leg: *there* from the request's send to its arrival at "
       "the engine, *back* from the engine's write of the first token to its arrival at the client.\n")
 print("| target | 1 stream there p50 | p99 | back p50 | p99 "
       "| 100 streams/s there p50 | p99 | back p50 | p99 |")
-print("|---|" + "---|" * len(legs))
-for t in targets:
-    cells = []
-    for scenario, hist, q in legs:
-        v, d = med(t, scenario, hist, q), med("direct", scenario, hist, q)
-        cells.append(f"{v:,.0f}" if t == "direct" else f"{v:,.0f} ({v - d:+,.0f})")
-    print(f"| {t} | " + " | ".join(cells) + " |")
+rows(legs)
 PY

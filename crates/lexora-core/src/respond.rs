@@ -231,27 +231,29 @@ pub async fn upstream_error(
     timeout: Duration,
 ) -> GatewayError {
     let (parts, body) = upstream.into_parts();
-    if !(parts.status.is_client_error() || parts.status.is_server_error()) {
-        tracing::warn!(
-            backend,
-            status = parts.status.as_u16(),
-            "backend answered with a status that is neither a success nor an error"
-        );
-        return GatewayError::UpstreamInvalid {
-            backend: backend.to_owned(),
-            status: parts.status.as_u16(),
-        };
-    }
-    if matches!(parts.status.as_u16(), 401 | 403) {
-        tracing::warn!(
-            backend,
-            status = parts.status.as_u16(),
-            "backend refused the gateway's credentials"
-        );
-        return GatewayError::UpstreamAuth {
-            backend: backend.to_owned(),
-            status: parts.status.as_u16(),
-        };
+    // Answers whose body is not passed on: the gateway's own fault, or
+    // nothing a client can act on.
+    let status = parts.status.as_u16();
+    let refused = match status {
+        401 | 403 => Some((
+            "backend refused the gateway's credentials",
+            GatewayError::UpstreamAuth {
+                backend: backend.to_owned(),
+                status,
+            },
+        )),
+        400..=599 => None,
+        _ => Some((
+            "backend answered with a status that is neither a success nor an error",
+            GatewayError::UpstreamInvalid {
+                backend: backend.to_owned(),
+                status,
+            },
+        )),
+    };
+    if let Some((why, error)) = refused {
+        tracing::warn!(backend, status, "{why}");
+        return error;
     }
     let bytes = match read_error_body(body, backend, deadline, timeout).await {
         Ok(bytes) => bytes,
