@@ -185,8 +185,6 @@ impl Layers {
     }
 }
 
-/// A file's contents as a tree: `.lua` files are run (see [`super::lua`]),
-/// anything else is read as YAML.
 /// The names under `backends` in a YAML file, in the order written. A Lua
 /// table has no order (its backends go by name), and a file whose
 /// `backends` is not a mapping gets its error from the full parse.
@@ -196,11 +194,7 @@ fn backend_order(path: &Path, text: &str) -> Vec<String> {
         #[serde(default)]
         backends: Option<indexmap::IndexMap<String, serde::de::IgnoredAny>>,
     }
-    if path
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|ext| ext.eq_ignore_ascii_case("lua"))
-    {
+    if is_lua(path) {
         return Vec::new();
     }
     serde_yaml_ng::from_str::<Probe>(text)
@@ -210,11 +204,20 @@ fn backend_order(path: &Path, text: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A file's contents as a tree: `.lua` files are run (see [`super::lua`]),
+/// anything else is read as YAML.
 fn parse_file(path: &Path, text: &str) -> Result<Value, String> {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some(ext) if ext.eq_ignore_ascii_case("lua") => super::lua::parse(path, text),
-        _ => serde_yaml_ng::from_str::<Value>(text).map_err(|e| format!("invalid YAML: {e}")),
+    if is_lua(path) {
+        super::lua::parse(path, text)
+    } else {
+        serde_yaml_ng::from_str::<Value>(text).map_err(|e| format!("invalid YAML: {e}"))
     }
+}
+
+fn is_lua(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("lua"))
 }
 
 /// Whether `path` names a credential (an API key, the admin key, a
