@@ -1,6 +1,7 @@
 //! Whatever a configuration file holds — a value of the wrong type, out of
-//! range or absurd at any key, keys nobody knows — loading it never
-//! panics, and a refusal names the file and, for a bad key, the key.
+//! range or absurd at any key, keys nobody knows — and whatever `LEXORA_`
+//! variables say, loading never panics, and a refusal names the file or
+//! the variable and, for a bad key, the key.
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -108,6 +109,75 @@ proptest! {
                 if let ConfigError::Invalid { key, message: why, .. } = &error {
                     prop_assert!(!key.is_empty() && !why.is_empty(), "{message}\n{text}");
                 }
+            }
+        }
+    }
+}
+
+/// A `LEXORA_` variable for a key of the configuration (found by walking
+/// the valid tree), or for one nobody knows.
+fn variable() -> impl Strategy<Value = (String, String)> {
+    let name = (
+        proptest::collection::vec(any::<prop::sample::Index>(), 1..4),
+        proptest::bool::weighted(0.1),
+    )
+        .prop_map(|(path, unknown)| {
+            let tree = valid();
+            let mut node = &tree;
+            let mut segments = Vec::new();
+            for index in path {
+                let Value::Object(map) = node else { break };
+                if map.is_empty() {
+                    break;
+                }
+                let (key, child) = map.iter().nth(index.index(map.len())).expect("in range");
+                segments.push(key.to_ascii_uppercase());
+                node = child;
+            }
+            if unknown {
+                segments.push("NO_SUCH_KEY".to_owned());
+            }
+            format!("LEXORA_{}", segments.join("__"))
+        });
+    let value = proptest::sample::select(
+        &[
+            "",
+            "x",
+            "-1",
+            "0",
+            "0.5",
+            "1e300",
+            "true",
+            "http://",
+            "[]",
+            "{a: 1}",
+            "18446744073709551616",
+            "\u{0}",
+            "sk-fuzz-0001",
+        ][..],
+    )
+    .prop_map(str::to_owned);
+    (name, value)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_variables_load_or_are_refused_naming_the_variable_or_the_file(
+        variables in proptest::collection::vec(variable(), 1..4),
+    ) {
+        let text = serde_yaml_ng::to_string(&valid()).expect("yaml");
+        let (_dir, path) = write_yaml(&text);
+        let env: Vec<(&str, &str)> =
+            variables.iter().map(|(name, value)| (name.as_str(), value.as_str())).collect();
+        if let Err(error) = load_with(Some(&path), &env) {
+            let message = error.to_string();
+            let named = message.contains(&*path.to_string_lossy())
+                || variables.iter().any(|(name, _)| message.contains(name.as_str()));
+            prop_assert!(named, "neither the file nor a variable is named: {message}\n{variables:?}");
+            if let ConfigError::Invalid { key, message: why, .. } = &error {
+                prop_assert!(!key.is_empty() && !why.is_empty(), "{message}");
             }
         }
     }
