@@ -1,12 +1,16 @@
 //! Whatever a configuration file holds — a value of the wrong type, out of
 //! range or absurd at any key, keys nobody knows — and whatever `LEXORA_`
 //! variables say, loading never panics, and a refusal names the file or
-//! the variable and, for a bad key, the key.
+//! the variable and, for a bad key, the key, and shows no secret.
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
 use super::*;
+
+/// The secrets of the valid configuration: no refusal may show them.
+const PROVIDER_KEY: &str = "sk-ant-fuzz-provider-secret";
+const CLIENT_KEY: &str = "sk-fuzz-client-secret";
 
 /// Values put at random places of a valid configuration.
 fn odd_value() -> impl Strategy<Value = Value> {
@@ -38,10 +42,10 @@ fn valid() -> Value {
     let mut tree = defaults_tree();
     tree["backends"] = json!({
         "engine": {"url": "http://127.0.0.1:1", "models": [{"name": "m"}]},
-        "claude": {"type": "anthropic", "api_key": "k", "models": [{"name": "c", "upstream": "u"}]},
+        "claude": {"type": "anthropic", "api_key": PROVIDER_KEY, "models": [{"name": "c", "upstream": "u"}]},
         "local": {"type": "mock", "models": [{"name": "l"}]}
     });
-    tree["auth"]["keys"] = json!([{"key": "sk-fuzz-0001", "user": "u", "models": ["m"]}]);
+    tree["auth"]["keys"] = json!([{"key": CLIENT_KEY, "user": "u", "models": ["m"]}]);
     tree["rate_limits"]["users"] = json!({"u": {"requests_per_minute": 10}});
     tree["fallbacks"] = json!({"m": ["l"]});
     tree
@@ -102,6 +106,10 @@ proptest! {
             Ok(_) => {}
             Err(error) => {
                 let message = error.to_string();
+                prop_assert!(
+                    !message.contains(PROVIDER_KEY) && !message.contains(CLIENT_KEY),
+                    "a secret in a refusal: {message}"
+                );
                 prop_assert!(
                     message.contains(&*path.to_string_lossy()),
                     "the file is not named: {message}\n{text}"
