@@ -6,7 +6,8 @@
 //! (of the OpenAI API, or of Anthropic's, whose answers are translated)
 //! gets a complete answer from the gateway, its errors in the client's
 //! API's shape; nothing hangs, and the gateway neither panics nor stops
-//! serving. And a client that asks anything (JSON of every shape under
+//! serving, and shows the provider's key in no answer and no log line.
+//! And a client that asks anything (JSON of every shape under
 //! the keys Lexora reads, on every endpoint) gets an answer or a 4xx in
 //! its API's shape, never a 5xx of the gateway's own making.
 
@@ -25,6 +26,8 @@ use crate::support::*;
 
 /// Cases per test, each a request through the gateway.
 const CASES: usize = 300;
+/// The Anthropic provider's key: no answer and no log line may show it.
+const PROVIDER_KEY: &str = "sk-ant-fuzz-provider-key";
 
 const STATUS_LINES: [&[&str]; 2] = [
     &[
@@ -232,6 +235,10 @@ async fn answer_one(mut tcp: TcpStream, answers: Answers) {
     let _ = tcp.shutdown().await;
 }
 
+fn contains(bytes: &[u8], text: &str) -> bool {
+    bytes.windows(text.len()).any(|w| w == text.as_bytes())
+}
+
 fn plain() -> Vec<u8> {
     let body = BODY_PIECES[0][0];
     format!(
@@ -296,7 +303,7 @@ async fn whatever_an_engine_answers_the_client_gets_a_complete_answer_and_the_ga
         "retry:\n  max_retries: 0\nrate_limit:\n  enabled: false\n\
          circuit_breaker:\n  failure_threshold: 1000000\n\
          backends:\n  engine:\n    url: {url}\n    timeout: 5\n    models: [{{name: m1}}]\n\
-         \x20 claude:\n    type: anthropic\n    url: {url}\n    api_key: sk-fuzz\n    timeout: 5\n    models: [{{name: m2}}]\n\
+         \x20 claude:\n    type: anthropic\n    url: {url}\n    api_key: {PROVIDER_KEY}\n    timeout: 5\n    models: [{{name: m2}}]\n\
          \x20 local:\n    type: llamacpp\n    url: {url}\n    timeout: 5\n    models: [{{name: m3}}]\n"
     ));
     let chat = chat_url(&gw);
@@ -331,6 +338,10 @@ async fn whatever_an_engine_answers_the_client_gets_a_complete_answer_and_the_ga
             (200..300).contains(&status) || (400..600).contains(&status),
             "{status}: {shown}"
         );
+        assert!(
+            !contains(&body, PROVIDER_KEY),
+            "the key in an answer: {shown}"
+        );
         if status >= 400 {
             let error: Value = serde_json::from_slice(&body)
                 .unwrap_or_else(|e| panic!("a {status} that is not JSON ({e}): {body:?}: {shown}"));
@@ -351,6 +362,7 @@ async fn whatever_an_engine_answers_the_client_gets_a_complete_answer_and_the_ga
     assert_eq!(health.status(), 200);
     let log = gw.stderr();
     assert!(!log.contains("panicked"), "{log}");
+    assert!(!log.contains(PROVIDER_KEY), "the key in the log: {log}");
 }
 
 /// Keys of the requests Lexora reads, its extensions and some others.
@@ -508,7 +520,7 @@ async fn whatever_a_client_asks_it_gets_an_answer_or_an_error_in_its_apis_shape(
     let gw = gateway_for(
         &engine,
         &format!(
-            "  claude:\n    type: anthropic\n    url: {}\n    api_key: sk-fuzz\n    models: [{{name: c, upstream: m1}}]\n",
+            "  claude:\n    type: anthropic\n    url: {}\n    api_key: {PROVIDER_KEY}\n    models: [{{name: c, upstream: m1}}]\n",
             engine.url
         ),
     );
@@ -539,6 +551,7 @@ async fn whatever_a_client_asks_it_gets_an_answer_or_an_error_in_its_apis_shape(
             .unwrap_or_else(|_| panic!("no answer in time to {path} {body}"))
             .unwrap_or_else(|e| panic!("a broken answer ({e}) to {path} {body}"));
         let text = String::from_utf8_lossy(&answer);
+        assert!(!text.contains(PROVIDER_KEY), "the key in an answer: {text}");
         // The client's mistakes are its own: a 4xx, never a 5xx.
         assert!(status < 500, "{status} {text} to {path} {body}");
         if status >= 400 {
@@ -556,4 +569,5 @@ async fn whatever_a_client_asks_it_gets_an_answer_or_an_error_in_its_apis_shape(
     }
     let log = gw.stderr();
     assert!(!log.contains("panicked"), "{log}");
+    assert!(!log.contains(PROVIDER_KEY), "the key in the log: {log}");
 }
