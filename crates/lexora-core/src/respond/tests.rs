@@ -49,19 +49,7 @@ async fn a_long_error_keeps_its_status_cut_to_the_limit() {
         .map(|piece| Ok(Bytes::copy_from_slice(piece)))
         .collect();
     let body = Body::from_stream(futures_util::stream::iter(pieces));
-    let upstream = Response::builder()
-        .status(422)
-        .body(body)
-        .expect("response");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let error = upstream_error(
-        upstream,
-        Wire::OpenAi,
-        "engine",
-        deadline,
-        Duration::from_secs(5),
-    )
-    .await;
+    let error = engine_error(422, body).await;
     let GatewayError::UpstreamStatus { status, body, .. } = error else {
         panic!("the engine's status was lost: {error:?}");
     };
@@ -71,6 +59,24 @@ async fn a_long_error_keeps_its_status_cut_to_the_limit() {
     let message = json["error"]["message"].as_str().expect("message");
     assert!(message.starts_with("{\"detail\""), "{}", &message[..40]);
     assert!(body.len() <= MAX_ERROR_BODY + 1024, "{}", body.len());
+}
+
+/// What an OpenAI engine's answer with `status` and `body` becomes, with
+/// 5 s to read it.
+async fn engine_error(status: u16, body: Body) -> GatewayError {
+    let upstream = Response::builder()
+        .status(status)
+        .body(body)
+        .expect("response");
+    let timeout = Duration::from_secs(5);
+    upstream_error(
+        upstream,
+        Wire::OpenAi,
+        "engine",
+        Instant::now() + timeout,
+        timeout,
+    )
+    .await
 }
 
 fn error_retryable(status: StatusCode) -> bool {
@@ -152,20 +158,8 @@ fn a_stamp_writes_what_openai_clients_read() {
 
 #[tokio::test]
 async fn a_status_that_is_neither_success_nor_error_is_a_bad_gateway() {
-    let deadline = Instant::now() + Duration::from_secs(5);
     for status in [101, 199, 302, 304, 600, 999] {
-        let upstream = Response::builder()
-            .status(status)
-            .body(Body::from("{}"))
-            .expect("response");
-        let error = upstream_error(
-            upstream,
-            Wire::OpenAi,
-            "engine",
-            deadline,
-            Duration::from_secs(5),
-        )
-        .await;
+        let error = engine_error(status, Body::from("{}")).await;
         assert!(
             matches!(&error, GatewayError::UpstreamInvalid { status: s, .. } if *s == status),
             "{status}: {error:?}"

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{client, gateway, gateway_at, get_json, TempDir};
+use crate::support::{client, gateway, gateway_at, get_json, metrics_text, TempDir};
 
 #[path = "../../../../tests/support/llama_fixture.rs"]
 mod llama_fixture;
@@ -114,14 +114,7 @@ async fn engine_backend_starts_swaps_refuses_and_cleans_up() {
 
     let stats = get_json(&format!("{}/stats", gw.url)).await;
     assert_eq!(stats["backends"]["local"]["engine"]["swaps"], 1, "{stats}");
-    let metrics = client()
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&gw).await;
     assert!(
         metrics.contains(r#"lexora_engine_swaps{backend="local"} 1"#),
         "{metrics}"

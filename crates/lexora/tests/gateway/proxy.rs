@@ -259,14 +259,7 @@ async fn health_stats_and_metrics_report_traffic() {
     assert!(stats["models"].get("zzz").is_none(), "{stats}");
     assert_eq!(stats["users"]["ann"]["total_tokens"], 14);
 
-    let metrics = client()
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .expect("send")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&gw).await;
     assert!(
         metrics.contains(r#"lexora_requests_total{endpoint="chat",model="m1",status="200"} 3"#),
         "{metrics}"

@@ -95,14 +95,7 @@ async fn breaker_opens_half_opens_and_closes() {
     );
     let health = get_json(&format!("{}/health", gw.url)).await;
     assert_eq!(health["backends"]["engine"]["circuit_breaker"], "open");
-    let metrics = client()
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .expect("send")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&gw).await;
     assert!(
         metrics.contains(r#"lexora_circuit_breaker_state{backend="engine"} 2"#),
         "{metrics}"

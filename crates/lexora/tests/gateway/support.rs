@@ -245,6 +245,18 @@ pub async fn get_json(url: &str) -> Value {
         .expect("json")
 }
 
+/// A gateway's `/metrics` page.
+pub async fn metrics_text(gw: &Process) -> String {
+    client()
+        .get(format!("{}/metrics", gw.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
 /// The bodies the mock engine received, oldest first.
 pub async fn engine_requests(engine: &Process) -> Vec<Value> {
     let value = get_json(&format!("{}/mock/requests", engine.url)).await;

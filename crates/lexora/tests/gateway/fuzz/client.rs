@@ -3,14 +3,12 @@
 //! Anthropic provider) gets an answer or a 4xx in its API's shape, never
 //! a 5xx of the gateway's own making, and never the provider's key.
 
-use std::time::Duration;
-
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Value};
 
-use super::{CASES, PROVIDER_KEY};
+use super::{check_answer, check_log, exchange, CASES, PROVIDER_KEY};
 use crate::support::*;
 
 /// Keys of the requests Lexora reads, its extensions and some others.
@@ -184,38 +182,13 @@ async fn whatever_a_client_asks_it_gets_an_answer_or_an_error_in_its_apis_shape(
     let client = client();
     for _ in 0..CASES {
         let (body, path) = strategy.new_tree(&mut runner).expect("case").current();
-        let exchange = async {
-            let response = client
-                .post(format!("{}{path}", gw.url))
-                .json(&body)
-                .send()
-                .await?;
-            let status = response.status().as_u16();
-            let answer = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, answer))
-        };
-        let (status, answer) = tokio::time::timeout(Duration::from_secs(15), exchange)
-            .await
-            .unwrap_or_else(|_| panic!("no answer in time to {path} {body}"))
-            .unwrap_or_else(|e| panic!("a broken answer ({e}) to {path} {body}"));
-        let text = String::from_utf8_lossy(&answer);
-        assert!(!text.contains(PROVIDER_KEY), "the key in an answer: {text}");
+        let shown = format!("{path} {body}");
+        let request = client.post(format!("{}{path}", gw.url)).json(&body);
+        let (status, answer) = exchange(request, &shown).await;
         // The client's mistakes are its own: a 4xx, never a 5xx.
-        assert!(status < 500, "{status} {text} to {path} {body}");
-        if status >= 400 {
-            let error: Value = serde_json::from_slice(&answer).unwrap_or_else(|e| {
-                panic!("a {status} that is not JSON ({e}): {text} to {path} {body}")
-            });
-            assert!(
-                error["error"]["message"].is_string(),
-                "{status} {error} to {path} {body}"
-            );
-            if path.starts_with("/v1/messages") {
-                assert_eq!(error["type"], "error", "{error} to {path} {body}");
-            }
-        }
+        let text = String::from_utf8_lossy(&answer);
+        assert!(status < 500, "{status} {text} to {shown}");
+        check_answer(status, &answer, path.starts_with("/v1/messages"), &shown);
     }
-    let log = gw.stderr();
-    assert!(!log.contains("panicked"), "{log}");
-    assert!(!log.contains(PROVIDER_KEY), "the key in the log: {log}");
+    check_log(&gw);
 }

@@ -101,14 +101,7 @@ async fn clients_that_leave_at_any_moment_leak_no_slot_stream_or_count() {
         count("cancelled_streams") > 0 && count("completed_streams") > 0,
         "{engine_stats}"
     );
-    let metrics = client()
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&gw).await;
     assert!(metrics.contains("lexora_requests_in_flight 0"), "{metrics}");
     // And both slots serve again at once.
     let (a, b) = tokio::join!(
