@@ -24,7 +24,10 @@
 # else llvm-profdata-N on PATH (on Debian: apt-get install -y llvm-N, where N
 # is the major of `rustc -vV`'s "LLVM version"). Takes ~10 minutes on 2 cores;
 # a second call with the same sources, toolchain and training (this script)
-# reuses the binary it built (FORCE=1 rebuilds).
+# reuses the binary it built (FORCE=1 rebuilds). FEATURES: cargo features of
+# the lexora binary for both builds, e.g. FEATURES=stage-probe to time the
+# PGO build with scripts/bench-stages.sh (BASELINE=...); such a build goes to
+# $CARGO_TARGET_DIR/pgo-FEATURES instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -51,7 +54,8 @@ fi
 log "llvm-profdata: $PROFDATA"
 
 bench_setup # the ordinary build: the mock engines and lexora-bench come from it
-PGO="$CARGO_TARGET_DIR/pgo"
+FEATURES="${FEATURES:-}"
+PGO="$CARGO_TARGET_DIR/pgo${FEATURES:+-$FEATURES}"
 # What the binary is built from: every source and manifest, the toolchain,
 # and the training below. Equal to the last build's: nothing to do.
 built_from=$( (rustc -vV && cd "$ROOT" && find crates Cargo.toml Cargo.lock scripts/build-pgo.sh \
@@ -67,7 +71,7 @@ mkdir -p "$PGO"
 
 log "instrumented build"
 RUSTFLAGS="-Cprofile-generate=$PGO/profraw" \
-  cargo build --release -p lexora --target-dir "$PGO/gen" >&2
+  cargo build --release -p lexora ${FEATURES:+--features "$FEATURES"} --target-dir "$PGO/gen" >&2
 
 log "training run"
 LAUNCH=(taskset -c 1)
@@ -98,7 +102,7 @@ compgen -G "$PGO/profraw/*.profraw" >/dev/null || { echo "the training run wrote
 
 log "optimised build"
 RUSTFLAGS="-Cprofile-use=$PGO/lexora.profdata" \
-  cargo build --release -p lexora --target-dir "$PGO/use" >&2
+  cargo build --release -p lexora ${FEATURES:+--features "$FEATURES"} --target-dir "$PGO/use" >&2
 log "checking it: an answer and a stream through every policy"
 BIN="$PGO/use/release"
 start_lexora_bin lexora-pgo 200 serve --config "$work/on.yaml" --host 127.0.0.1 --port 0

@@ -36,6 +36,9 @@ cargo build --locked --bins
 step "cargo test: unit and integration tests (engine tests use the real llama-server)"
 LLAMA_SERVER="$LLAMA_SERVER" LEXORA_PYTHON="$VENV/bin/python" cargo test --locked --workspace
 
+step "the stage probe (lexora-core's stage-probe feature, for scripts/bench-stages.sh)"
+cargo test --locked -p lexora-core --features stage-probe --lib probe::tests
+
 step "end-to-end tests: openai SDK, real llama-server"
 LEXORA_BIN="$TARGET_DIR/debug/lexora" LLAMA_SERVER="$LLAMA_SERVER" \
   "$VENV/bin/python" -m pytest tests/e2e -q -p no:cacheprovider

@@ -31,6 +31,7 @@ use crate::error::GatewayError;
 use crate::identify::{self, auth, auth::Keys};
 use crate::limit::{self, LimitSpec, Limiter};
 use crate::parse::{self, Endpoint};
+use crate::probe::{self, Stage};
 use crate::record::{Recorder, RequestRecord};
 use crate::respond::{self, Stamp};
 use crate::route::Routes;
@@ -161,6 +162,7 @@ impl Gateway {
         endpoint: Endpoint,
         request: Request<Body>,
     ) -> (Response, Stamp) {
+        probe::mark(Stage::Dispatched);
         let runtime = self.runtime();
         let request_id = identify::request_id(request.headers());
         let mut record = self.recorder.start(endpoint, request_id.clone());
@@ -206,6 +208,7 @@ impl Gateway {
                 response
             }
         };
+        probe::mark(Stage::Returned);
         (response, stamp)
     }
 
@@ -221,12 +224,14 @@ impl Gateway {
         let key = runtime.keys.authenticate(&parts.headers)?;
         let config = &runtime.config;
         let body = read_request(body, &parts.headers, config.server.max_body_size).await?;
+        probe::mark(Stage::Read);
         let parsed = parse::parse(
             endpoint,
             body,
             &parts.headers,
             config.default_model.as_deref(),
         )?;
+        probe::mark(Stage::Parsed);
         let user = identify::user(&parsed, key.as_deref());
         record.identify(parsed.model.as_deref().unwrap_or(""), user);
         if let Some(key) = &key {
@@ -247,6 +252,7 @@ impl Gateway {
         // not have the model; when none does, the client learns why.
         candidates.retain(|(backend, _)| backend.serves_api(endpoint));
         record.routed();
+        probe::mark(Stage::Routed);
         if candidates.is_empty() {
             let why = if endpoint == Endpoint::CountTokens {
                 "token counting needs a backend that speaks the Messages API (anthropic, llamacpp)"
@@ -289,6 +295,7 @@ impl Gateway {
             }
         }
 
+        probe::mark(Stage::Admitted);
         let timeout = parsed
             .extensions
             .timeout

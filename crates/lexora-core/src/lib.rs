@@ -25,6 +25,7 @@ pub mod ingress;
 pub mod limit;
 pub mod mock;
 pub mod parse;
+pub mod probe;
 pub mod queue;
 pub mod record;
 pub mod respond;

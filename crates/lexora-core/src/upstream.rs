@@ -32,6 +32,7 @@ use crate::error::GatewayError;
 use crate::h1;
 use crate::mock::MockEngine;
 use crate::parse::{ParsedRequest, Priority};
+use crate::probe::{self, Stage};
 
 pub mod adapter;
 pub mod fields;
@@ -428,6 +429,7 @@ impl Backend {
         body: Bytes,
         request_id: &HeaderValue,
     ) -> Result<Response<Body>, GatewayError> {
+        probe::mark(Stage::Sending);
         if !h1::is_target(&origin.prefix) || !h1::is_target(path) {
             return Err(GatewayError::Internal {
                 message: format!("building the upstream request: invalid path {path:?}"),

@@ -44,6 +44,7 @@ use tokio_util::io::poll_read_buf;
 use tokio_util::sync::{CancellationToken, PollSender};
 
 use crate::h1::{self, Framing, Piece};
+use crate::probe::{self, Stage};
 use crate::respond::Stamp;
 
 mod h2;
@@ -108,7 +109,10 @@ pub(super) async fn serve(
     let mut first = true;
     loop {
         let head = match conn.read_head(&mut ends, first).await {
-            Ok(Some(Ok(head))) => head,
+            Ok(Some(Ok(head))) => {
+                probe::mark(Stage::Head);
+                head
+            }
             Ok(Some(Err(Refusal::Http2))) => {
                 return h2::serve(conn, service, closing, limits).await
             }
@@ -122,6 +126,7 @@ pub(super) async fn serve(
         };
         first = false;
         let (request, mut incoming) = conn.request(head);
+        probe::mark(Stage::Request);
         let mut answer = Answer {
             head_only: request.method() == Method::HEAD,
             http11: request.version() == Version::HTTP_11,
@@ -517,6 +522,7 @@ impl Connection {
         }
         self.write.clear();
         self.written = 0;
+        probe::written();
         Ok(true)
     }
 

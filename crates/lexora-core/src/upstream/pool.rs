@@ -35,6 +35,7 @@ use tokio::time::Instant;
 use tokio_util::io::poll_read_buf;
 
 use crate::h1::{self, Framing, Piece};
+use crate::probe::{self, Stage};
 
 /// Idle connections older than this are closed rather than reused (the
 /// same as the general client's pool).
@@ -224,7 +225,10 @@ impl Pool {
                 Some(connection) => (connection, true),
                 None => (self.shared.connect().await?, false),
             };
-            if let Err(e) = connection.write(head, &body).await {
+            probe::mark(Stage::Connected);
+            let written = connection.write(head, &body).await;
+            probe::mark(Stage::Sent);
+            if let Err(e) = written {
                 // A connection that failed while the request was being
                 // written has answered nothing: the engine cannot have
                 // acted on a request it did not get whole.
@@ -237,6 +241,7 @@ impl Pool {
                 .read_head()
                 .await
                 .map_err(|e| PoolError::reset(&e))?;
+            probe::mark(Stage::Answered);
             let (parts, ()) = answer.response.into_parts();
             let mut body = PooledBody {
                 connection: Some(connection),
