@@ -6,15 +6,18 @@
 //! Why in-process: the added time to first token that the benchmark
 //! measures from outside moves by tens of µs from run to run on a shared
 //! machine, more than most changes to the request path are worth. Timed
-//! from inside, the gateway's own stages repeat within a few per cent over
-//! a few hundred requests, and they show what the outside figure cannot:
-//! how much slower the same code runs when the previous request was long
-//! ago (caches and predictors cold) than back to back.
+//! from inside, the gateway's own stages repeat from run to run within
+//! about a tenth (a quarter at 100 streams/s), and they show what the
+//! outside figure cannot: how much slower the same code runs when the
+//! previous request was long ago (caches cold) than back to back.
 //!
 //! A request's marks are kept per thread, so the figures are only
 //! meaningful with the gateway on one CPU (one worker, as the benchmarks
 //! pin it) and requests that do not overlap on their way in (they rarely
-//! do below some hundreds per second). Every [`BATCH`] requests one line
+//! do below some hundreds per second). Only requests to a backend with
+//! Lexora's own engine client (`upstream/pool.rs`, the engines' HTTP/1.1
+//! backends) are timed: the others never mark [`Stage::Answered`], which
+//! ends a request at its first write. Every [`BATCH`] requests one line
 //! goes to stderr: `stage-probe {"p50_ns":[...],"p90_ns":[...]}`, a value
 //! per [`Stage`] after the first (the time since the stage before it).
 
