@@ -182,6 +182,19 @@ YAML
   esac
 }
 
+# The mock engines of the stage timings and the PGO training, on CPU 1:
+# plain 16-chunk answers (model m) and 64-chunk streams at 1,000 tokens/s
+# (model s). Sets ENGINE and STREAM_ENGINE, and writes every policy on in
+# front of them to $work/on.yaml.
+start_mock_engines() {
+  LAUNCH=(taskset -c 1)
+  start_lexora_bin engine 200 mock --port 0 --model m --chunks 16
+  ENGINE=$URL
+  start_lexora_bin stream-engine 200 mock --port 0 --model s --chunks 64 --tokens-per-second 1000
+  STREAM_ENGINE=$URL
+  lexora_config on "$ENGINE" "$STREAM_ENGINE" >"$work/on.yaml"
+}
+
 # wrk's request: a 16-token chat completion with the bench API key.
 wrk_post_lua() {
   cat <<LUA

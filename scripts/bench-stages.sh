@@ -31,12 +31,7 @@ declare -A BUILD=([lexora]="$CARGO_TARGET_DIR/stage-probe/release/lexora")
 TARGETS=(lexora)
 if [ -n "${BASELINE:-}" ]; then BUILD[baseline]=$BASELINE; TARGETS+=(baseline); fi
 
-LAUNCH=(taskset -c 1)
-start_lexora_bin engine 200 mock --port 0 --model m --chunks 16
-ENGINE=$URL
-start_lexora_bin stream-engine 200 mock --port 0 --model s --chunks 64 --tokens-per-second 1000
-STREAM_ENGINE=$URL
-lexora_config on "$ENGINE" "$STREAM_ENGINE" >"$work/on.yaml"
+start_mock_engines
 
 # name: seconds and lexora-bench arguments.
 SCENARIOS=(c1 r1000 r20 s1 s100)

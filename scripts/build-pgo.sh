@@ -74,12 +74,7 @@ RUSTFLAGS="-Cprofile-generate=$PGO/profraw" \
   cargo build --release -p lexora ${FEATURES:+--features "$FEATURES"} --target-dir "$PGO/gen" >&2
 
 log "training run"
-LAUNCH=(taskset -c 1)
-start_lexora_bin engine 200 mock --port 0 --model m --chunks 16
-ENGINE=$URL
-start_lexora_bin stream-engine 200 mock --port 0 --model s --chunks 64 --tokens-per-second 1000
-STREAM_ENGINE=$URL
-lexora_config on "$ENGINE" "$STREAM_ENGINE" >"$work/on.yaml"
+start_mock_engines
 LAUNCH=(taskset -c 0)
 ORDINARY=$BIN BIN="$PGO/gen/release"
 start_lexora_bin lexora-gen 200 serve --config "$work/on.yaml" --host 127.0.0.1 --port 0
