@@ -11,12 +11,14 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use futures_util::FutureExt;
-use http::header::HeaderMap;
+use http::header::{self, HeaderMap};
+use http::StatusCode;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::head::chunk_size;
 use super::*;
+use crate::h1;
 
 mod fuzz;
 mod limits;
