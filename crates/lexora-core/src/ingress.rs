@@ -1,4 +1,4 @@
-//! Ingress: the HTTP server (connections in [`h1`]), its routes, and
+//! Ingress: the HTTP server (connections in `ingress/h1.rs`), its routes, and
 //! graceful shutdown.
 
 use std::future::Future;
