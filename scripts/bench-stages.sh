@@ -5,7 +5,7 @@
 # and streams one at a time and at 100/s. Issue 6's stream target is lost
 # on this path; the outside benchmark moves by more between runs than most
 # changes to it are worth, these figures by about a tenth (a quarter at 100
-# streams/s, where requests sometimes overlap).
+# streams/s).
 #
 #   scripts/bench-stages.sh            (~2 min with one round, after the probe build)
 #
