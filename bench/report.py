@@ -83,7 +83,7 @@ def scenario_summary(target, scenario):
         "cpu_us_per_request": median([cpu_us_per_request(r) for r in runs]),
     }
     for hist in ("latency_us", "ttft_us", "ttft_transit_us", "ttft_there_us", "ttft_back_us", "gap_us",
-                 "event_delay_us"):
+                 "event_delay_us", "gap_stretch_us"):
         for q in ("p50", "p90", "p99", "p999", "max"):
             value = median([get(r, hist, q) for r in runs])
             if value is not None:
@@ -203,6 +203,9 @@ def target_checks(name):
         check(name, f"added first-token transit {q} <= 200 us", added(name, "stream", f"ttft_transit_{q}_us"),
               200, lambda v, l: v <= l)
     check(name, "added inter-chunk gap p99 <= 50 us", added(name, "stream", "gap_p99_us"), 50, lambda v, l: v <= l)
+    # The same target gap by gap: the engine's pacing jitter left out.
+    check(name, "added gap stretch p99 <= 50 us", added(name, "stream", "gap_stretch_p99_us"), 50,
+          lambda v, l: v <= l)
     idle = on["rss_kb"]["idle"]
     check(name, "RSS idle <= 20 MB", idle and idle / 1024, 20, lambda v, l: v <= l)
     peak = on["long"].get("rss_peak_kb")
@@ -340,8 +343,8 @@ md.append("\n(TTFT from the scheduled send time. A gap p50 near 0 means the targ
           "rather than as they came; CPU per stream is the process serving the streams, over the run.)\n")
 md.append("### The same streams, the engine's own time left out, µs\n")
 md.append("| target | first-token transit p50 | p99 | added p50 | added p99 | of it there, p50 | back, p50 | "
-          "chunk delay p50 | p99 | added p50 | added p99 |")
-md.append("|---|---|---|---|---|---|---|---|---|---|---|")
+          "chunk delay p50 | p99 | added p50 | added p99 | gap stretch p99 | added |")
+md.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for t in targets:
     s = results[t]["stream"]
     md.append(f"| {t} | {fmt(s.get('ttft_transit_p50_us'))} | {fmt(s.get('ttft_transit_p99_us'))} | "
@@ -350,14 +353,17 @@ for t in targets:
               f"{signed(added(t, 'stream', 'ttft_there_p50_us'))} | "
               f"{signed(added(t, 'stream', 'ttft_back_p50_us'))} | {fmt(s.get('event_delay_p50_us'))} | "
               f"{fmt(s.get('event_delay_p99_us'))} | {signed(added(t, 'stream', 'event_delay_p50_us'))} | "
-              f"{signed(added(t, 'stream', 'event_delay_p99_us'))} |")
+              f"{signed(added(t, 'stream', 'event_delay_p99_us'))} | {fmt(s.get('gap_stretch_p99_us'))} | "
+              f"{signed(added(t, 'stream', 'gap_stretch_p99_us'))} |")
 md.append("\n(The mock engine stamps every event with its request's arrival and the event's write, on the "
           "wall clock all processes share (`lexora mock --stamp-events`). \"First-token transit\" is each "
           "stream's time to first token from the actual send, less the engine's part (arrival to the first "
           "token's write): the request's way to the engine (\"there\", from the send to the engine's arrival "
           "stamp) and the token's way back (\"back\", from the engine's write to the arrival here), each "
           "added over direct's at the median. \"Chunk delay\" is each "
-          "event's time from the engine's write to its arrival at the load generator. Neither carries the "
+          "event's time from the engine's write to its arrival at the load generator, and \"gap stretch\" how much "
+          "longer each gap between two events after the first token was at the load generator than at the "
+          "engine (the difference of their chunk delays; 1 when not longer). None of them carries the "
           "engine's own jitter (tokio's 1 ms timer: direct's gaps spread over several hundred µs) nor the "
           "load generator's lateness, so what a target adds to each stream shows on its own, stream by "
           "stream, where \"added TTFT\" above is a difference of two distributions' percentiles; – where a "

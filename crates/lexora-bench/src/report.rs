@@ -34,6 +34,7 @@ pub struct Recorder {
     ttft_back: Histogram<u64>,
     gaps: Histogram<u64>,
     delays: Histogram<u64>,
+    stretches: Histogram<u64>,
     ok: u64,
     errors: BTreeMap<String, u64>,
     /// Earliest intended send time and latest answer of the successes: a
@@ -55,6 +56,7 @@ impl Recorder {
             ttft_back: histogram()?,
             gaps: histogram()?,
             delays: histogram()?,
+            stretches: histogram()?,
             ok: 0,
             errors: BTreeMap::new(),
             first_intended: None,
@@ -86,6 +88,9 @@ impl Recorder {
                 }
                 for delay in timings.delays {
                     add(&mut self.delays, delay);
+                }
+                for stretch in timings.stretches {
+                    add(&mut self.stretches, stretch);
                 }
             }
             Err(failure) => *self.errors.entry(failure.label()).or_default() += 1,
@@ -122,6 +127,7 @@ impl Recorder {
             ttft_back_us: stats(&self.ttft_back),
             gap_us: stats(&self.gaps),
             event_delay_us: stats(&self.delays),
+            gap_stretch_us: stats(&self.stretches),
         }
     }
 }
@@ -213,6 +219,10 @@ pub struct Summary {
     /// Streams from an engine that stamps its events: each event's delay
     /// from the engine's write to its arrival.
     pub event_delay_us: Option<Stats>,
+    /// Streams from an engine that stamps its events: how much longer each
+    /// gap between two events was here than at the engine (1 µs when it
+    /// was not longer: histograms start at 1).
+    pub gap_stretch_us: Option<Stats>,
 }
 
 #[cfg(test)]

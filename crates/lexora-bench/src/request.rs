@@ -81,6 +81,12 @@ pub struct Timings {
     /// carry the engine's own pacing jitter, so what a proxy adds to each
     /// event shows on its own.
     pub delays: Vec<Duration>,
+    /// Streams: for each pair of consecutive stamped events after the
+    /// first token's frame, how much longer their gap was here than at the
+    /// engine (0 when shorter, as for events that came coalesced). What a
+    /// proxy adds to an inter-chunk gap, gap by gap, without the engine's
+    /// pacing jitter that the spread of `gaps` carries.
+    pub stretches: Vec<Duration>,
     /// Streams the engine stamped: the time to first token less the
     /// engine's part of it (from the request's arrival to the first token's
     /// write), i.e. the request's way to the engine plus the token's way
@@ -162,16 +168,26 @@ struct EventClock {
     last_event: Option<Instant>,
     /// The previous frame ended with `\n` (a boundary may straddle frames).
     pending_newline: bool,
+    /// The last stamped event's delay, µs.
+    last_delay: Option<u64>,
 }
 
 impl EventClock {
     /// `now` and `now_unix_us` are the same moment on the monotonic and
     /// on the wall clock (which the engine's stamps use).
     fn observe(&mut self, data: &Bytes, now: Instant, now_unix_us: u64, timings: &mut Timings) {
+        let after_first_token = timings.first_token.is_some();
         for sent in stamps(data) {
-            timings
-                .delays
-                .push(Duration::from_micros(now_unix_us.saturating_sub(sent)));
+            let delay = now_unix_us.saturating_sub(sent);
+            timings.delays.push(Duration::from_micros(delay));
+            // The gap here less the gap at the engine is the difference of
+            // the two events' delays.
+            if let Some(last) = self.last_delay.filter(|_| after_first_token) {
+                timings
+                    .stretches
+                    .push(Duration::from_micros(delay.saturating_sub(last)));
+            }
+            self.last_delay = Some(delay);
         }
         let mut ended = 0usize;
         let mut previous_newline = self.pending_newline;
@@ -333,6 +349,9 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(timings.delays, micros(&[40, 400, 200]));
+        // The first token's frame starts no pair; then 400 after 40 is a
+        // gap 360 µs longer here, and 200 after 400 one that was shorter.
+        assert_eq!(timings.stretches, micros(&[360, 0]));
     }
 
     #[test]
