@@ -49,6 +49,31 @@ fn first_token_transit_is_summarised_when_stamped() {
 }
 
 #[test]
+fn gap_stretches_are_summarised_with_shrunk_gaps_as_one_microsecond() {
+    let mut recorder = Recorder::new().expect("histograms");
+    let t = Instant::now();
+    let micros = |v: &[u64]| v.iter().map(|&m| Duration::from_micros(m)).collect();
+    for stretches in [micros(&[0, 0, 40]), micros(&[300]), Vec::new()] {
+        let timings = Timings {
+            done: Some(t + Duration::from_micros(2_000)),
+            stretches,
+            ..Timings::default()
+        };
+        recorder.record(t, t, Ok(timings));
+    }
+    let summary = recorder.summary(Duration::from_secs(1));
+    let stretch = summary.gap_stretch_us.expect("stamped streams");
+    assert_eq!((stretch.count, stretch.p50, stretch.max), (4, 1, 300));
+    // Unstamped streams (a proxy that drops the fields) report none.
+    let mut recorder = Recorder::new().expect("histograms");
+    recorder.record(t, t, Ok(Timings::default()));
+    assert!(recorder
+        .summary(Duration::from_secs(1))
+        .gap_stretch_us
+        .is_none());
+}
+
+#[test]
 fn curve_is_monotonic_and_ends_at_max() {
     let mut recorder = Recorder::new().expect("histograms");
     let t = Instant::now();
